@@ -1,0 +1,17 @@
+"""Test-session setup: fast XLA compiles on CPU, TF32 off in torch.
+
+The suite compiles many small programs and runs each a few times, so XLA's backend
+optimisation level 0 (about half the compile time on CPU) is the right trade here; it
+changes no results beyond float rounding, which every tolerance already covers.
+A user-set XLA_FLAGS is respected.
+"""
+
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import torch  # noqa: E402
+
+torch.backends.cudnn.allow_tf32 = False
+torch.backends.cuda.matmul.allow_tf32 = False

@@ -1,0 +1,143 @@
+"""Layers against their PyTorch modules on random tensors (float32 outputs, float64 gradients)."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from unpaired import layers
+
+from tests.helpers import nchw, nhwc, rel_err, x64
+
+torch.backends.cudnn.allow_tf32 = False
+F32_TOL = 1e-5  # float32 outputs: relative (max-abs over max-abs) error
+F64_TOL = 1e-10  # float64 gradients
+
+
+@pytest.mark.parametrize("mode,torch_pad", [
+    ("reflect", torch.nn.ReflectionPad2d), ("replicate", torch.nn.ReplicationPad2d),
+    ("zero", torch.nn.ZeroPad2d)])
+def test_pad2d_matches_torch(mode, torch_pad):
+    x = np.random.RandomState(0).randn(2, 7, 9, 3).astype(np.float32)
+    ours = layers.pad2d(jnp.asarray(x), (1, 2, 3, 1), mode)
+    # PyTorch orders (left, right, top, bottom).
+    ref = torch_pad((3, 1, 1, 2))(nchw(x))
+    chex.assert_shape(ours, (2, 10, 13, 3))
+    np.testing.assert_array_equal(np.asarray(ours), nhwc(ref))
+
+
+@pytest.mark.parametrize("k,s,p", [(3, 1, 1), (3, 2, 1), (4, 2, 1), (4, 1, 1), (7, 1, 0), (1, 1, 0)])
+def test_conv2d_matches_torch(k, s, p):
+    rng = np.random.RandomState(1)
+    x = rng.randn(2, 16, 12, 5).astype(np.float32)
+    w = rng.randn(6, 5, k, k).astype(np.float32) * 0.1
+    ours = layers.conv2d(jnp.asarray(x), jnp.asarray(w.transpose(2, 3, 1, 0)), stride=s, padding=p)
+    ref = torch.nn.functional.conv2d(nchw(x), torch.from_numpy(w), stride=s, padding=p)
+    assert rel_err(ours, nhwc(ref)) < F32_TOL
+
+
+@pytest.mark.parametrize("k,s,p,op", [(3, 2, 1, 1), (4, 2, 1, 0), (3, 1, 1, 0), (5, 2, 2, 1)])
+def test_conv_transpose2d_forward_and_gradients_match_torch(k, s, p, op):
+    rng = np.random.RandomState(2)
+    x = rng.randn(2, 6, 5, 4)
+    w = rng.randn(4, 3, k, k) * 0.1  # PyTorch ConvTranspose2d weight: (C_in, C_out, k, k)
+    kernel = w.transpose(2, 3, 1, 0)
+    with x64():
+        def f(x_, k_):
+            return layers.conv_transpose2d(x_, k_, s, p, op)
+        y = f(jnp.asarray(x), jnp.asarray(kernel))
+        cot = np.random.RandomState(3).randn(*y.shape)
+        _, vjp = jax.vjp(f, jnp.asarray(x), jnp.asarray(kernel))
+        dx, dk = vjp(jnp.asarray(cot))
+        # The custom VJP must equal plain autodiff of the direct formulation.
+        _, vjp_auto = jax.vjp(
+            lambda a, b: layers._conv_transpose_direct(a, b, s, p, op, None),
+            jnp.asarray(x), jnp.asarray(kernel))
+        dx_auto, dk_auto = vjp_auto(jnp.asarray(cot))
+    xt = torch.tensor(x.transpose(0, 3, 1, 2), requires_grad=True)
+    wt = torch.tensor(w, requires_grad=True)
+    yt = torch.nn.functional.conv_transpose2d(xt, wt, stride=s, padding=p, output_padding=op)
+    yt.backward(torch.from_numpy(cot.transpose(0, 3, 1, 2)))
+    assert y.shape == tuple(nhwc(yt).shape)
+    assert rel_err(y, nhwc(yt)) < F64_TOL
+    assert rel_err(dx, nhwc(xt.grad)) < F64_TOL
+    assert rel_err(dk, wt.grad.numpy().transpose(2, 3, 1, 0)) < F64_TOL
+    assert rel_err(dx, dx_auto) < F64_TOL and rel_err(dk, dk_auto) < F64_TOL
+
+
+def test_conv_transpose_module_float32_matches_torch():
+    rng = np.random.RandomState(4)
+    x = rng.randn(1, 8, 8, 6).astype(np.float32)
+    module = layers.ConvTranspose2d(4, 3, 2, 1, 1)
+    variables = module.init(jax.random.key(0), jnp.asarray(x))
+    kernel = np.asarray(variables["params"]["kernel"])
+    chex.assert_shape(kernel, (3, 3, 4, 6))
+    ref = torch.nn.ConvTranspose2d(6, 4, 3, 2, 1, output_padding=1)
+    with torch.no_grad():
+        ref.weight.copy_(torch.from_numpy(np.array(kernel.transpose(3, 2, 0, 1))))
+        ref.bias.copy_(torch.from_numpy(np.array(variables["params"]["bias"])))
+        expected = nhwc(ref(nchw(x)))
+    out = module.apply(variables, jnp.asarray(x))
+    chex.assert_shape(out, (1, 16, 16, 4))
+    assert rel_err(out, expected) < F32_TOL
+
+
+def test_conv2d_module_reflect_padding_and_init():
+    module = layers.Conv2d(32, 7, padding=3, padding_mode="reflect")
+    x = jnp.ones((1, 9, 9, 8))
+    variables = module.init(jax.random.key(0), x)
+    kernel = np.asarray(variables["params"]["kernel"])
+    chex.assert_shape(kernel, (7, 7, 8, 32))
+    assert abs(kernel.std() - 0.02) < 0.002 and abs(kernel.mean()) < 0.002
+    np.testing.assert_array_equal(np.asarray(variables["params"]["bias"]), 0.0)
+    chex.assert_shape(module.apply(variables, x), (1, 9, 9, 32))
+
+
+def test_instance_norm_matches_torch_and_keeps_dtype():
+    x = (np.random.RandomState(5).randn(3, 10, 7, 4) * 3 + 2).astype(np.float32)
+    ref = torch.nn.InstanceNorm2d(4, affine=False, track_running_stats=False)(nchw(x))
+    assert rel_err(layers.instance_norm(jnp.asarray(x)), nhwc(ref)) < F32_TOL
+    chex.assert_type(layers.instance_norm(jnp.asarray(x, jnp.bfloat16)), jnp.bfloat16)
+
+
+def test_batch_norm_train_and_eval_match_torch_including_running_stats():
+    rng = np.random.RandomState(6)
+    xs = [(rng.randn(4, 5, 6, 3) * 2 + 1).astype(np.float32) for _ in range(3)]
+    module = layers.BatchNorm()
+    variables = module.init(jax.random.key(1), jnp.asarray(xs[0]))
+    ref = torch.nn.BatchNorm2d(3)
+    with torch.no_grad():
+        ref.weight.copy_(torch.from_numpy(np.asarray(variables["params"]["scale"])))
+    params, stats = variables["params"], variables["batch_stats"]
+    for x in xs:
+        out, updated = module.apply({"params": params, "batch_stats": stats}, jnp.asarray(x),
+                                    True, mutable=["batch_stats"])
+        stats = updated["batch_stats"]
+        expected = nhwc(ref(nchw(x)))
+        assert rel_err(out, expected) < F32_TOL
+    assert rel_err(stats["mean"], ref.running_mean.numpy()) < F32_TOL
+    assert rel_err(stats["var"], ref.running_var.numpy()) < F32_TOL
+    assert int(stats["num_batches_tracked"]) == int(ref.num_batches_tracked) == 3
+    ref.eval()
+    out = module.apply({"params": params, "batch_stats": stats}, jnp.asarray(xs[0]), False)
+    assert rel_err(out, nhwc(ref(nchw(xs[0])))) < F32_TOL
+
+
+def test_leaky_relu_value_and_gradient_match_torch():
+    x = np.array([-2.0, -0.0, 0.0, 1.5], np.float64)
+    xt = torch.tensor(x, requires_grad=True)
+    torch.nn.functional.leaky_relu(xt, 0.2).sum().backward()
+    with x64():
+        value = layers.leaky_relu(jnp.asarray(x))
+        grad = jax.grad(lambda v: layers.leaky_relu(v).sum())(jnp.asarray(x))
+    np.testing.assert_allclose(np.asarray(value), torch.nn.functional.leaky_relu(torch.tensor(x), 0.2).numpy())
+    np.testing.assert_allclose(np.asarray(grad), xt.grad.numpy())
+
+
+def test_unknown_names_are_rejected():
+    with pytest.raises(ValueError, match="padding mode"):
+        layers.pad2d(jnp.zeros((1, 4, 4, 1)), 1, "circular")
+    with pytest.raises(ValueError, match="norm"):
+        layers.make_norm("group", "n")

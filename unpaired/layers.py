@@ -1,0 +1,318 @@
+"""Layers with PyTorch semantics in NHWC: padding, conv, transposed conv, norms, dropout.
+
+Every method's networks are built from these, so that PyTorch weights map onto them
+one to one (see `unpaired.torch_io`) and outputs match the reference implementations.
+Convolutions never use 'SAME' padding: XLA's SAME pads (0, 1) for even sizes with
+stride 2, which shifts the sampling grid against PyTorch's symmetric padding.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+Array = jax.Array
+Dtype = Any
+
+DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
+PADDING_MODES = ("zero", "reflect", "replicate")
+NORMS = ("instance", "batch", "none")
+
+
+def normal_init(stddev: float = 0.02) -> Callable[..., Array]:
+    """The reference's `init_weights('normal')`: N(0, stddev) for conv weights."""
+    return nn.initializers.normal(stddev=stddev)
+
+
+def _pair(value: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(value, int):
+        return (value, value)
+    first, second = value
+    return (int(first), int(second))
+
+
+def pad2d(x: Array, padding: int | Sequence[int], mode: str = "zero") -> Array:
+    """Pads H and W like `nn.ReflectionPad2d`, `nn.ReplicationPad2d` or `nn.ZeroPad2d`.
+
+    `padding` is an int or (top, bottom, left, right), PyTorch's order is (left, right,
+    top, bottom); we use the NHWC axis order instead.
+    """
+    if isinstance(padding, int):
+        top = bottom = left = right = padding
+    else:
+        top, bottom, left, right = padding
+    widths = ((0, 0), (top, bottom), (left, right), (0, 0))
+    if mode == "zero":
+        return jnp.pad(x, widths)
+    if mode == "reflect":
+        # 'reflect' excludes the edge pixel, as ReflectionPad2d does ('symmetric' would not).
+        return jnp.pad(x, widths, mode="reflect")
+    if mode == "replicate":
+        return jnp.pad(x, widths, mode="edge")
+    raise ValueError(f"unknown padding mode {mode!r}; expected one of {PADDING_MODES}")
+
+
+def conv2d(
+    x: Array, kernel: Array, *, stride: int = 1, padding: int = 0, precision: Any = None
+) -> Array:
+    """`F.conv2d` on NHWC input with an HWIO kernel and symmetric zero padding."""
+    pad = _pair(padding)
+    return lax.conv_general_dilated(
+        x,
+        kernel,
+        window_strides=_pair(stride),
+        padding=((pad[0], pad[0]), (pad[1], pad[1])),
+        dimension_numbers=DIMENSION_NUMBERS,
+        precision=precision,
+    )
+
+
+def _conv_transpose_direct(
+    x: Array, kernel: Array, stride: int, padding: int, output_padding: int, precision: Any
+) -> Array:
+    """The transposed conv as an lhs-dilated conv with the spatially flipped kernel.
+
+    `kernel` has shape (k, k, C_out, C_in): the HWIO kernel of the strided conv whose
+    adjoint this is. The 'HWOI' dimension numbers read it as a C_in -> C_out kernel
+    without a transpose; the flip makes XLA see the backward-input pattern.
+    """
+    k = kernel.shape[0]
+    low = k - 1 - padding
+    high = k - 1 - padding + output_padding
+    return lax.conv_general_dilated(
+        x,
+        lax.rev(kernel, (0, 1)),
+        window_strides=(1, 1),
+        padding=((low, high), (low, high)),
+        lhs_dilation=(stride, stride),
+        dimension_numbers=("NHWC", "HWOI", "NHWC"),
+        precision=precision,
+    )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def conv_transpose2d(
+    x: Array,
+    kernel: Array,
+    stride: int = 2,
+    padding: int = 1,
+    output_padding: int = 1,
+    precision: Any = None,
+) -> Array:
+    """`F.conv_transpose2d(x, W, stride, padding, output_padding)` in NHWC.
+
+    `kernel[kh, kw, o, i] == W[i, o, kh, kw]` where W is PyTorch's (C_in, C_out, k, k)
+    ConvTranspose2d weight: the same tensor as the HWIO kernel of the strided conv from
+    C_out to C_in whose adjoint this layer is. The custom VJP computes the input and
+    weight gradients as that strided conv and its weight gradient, the way PyTorch/cuDNN
+    do, instead of differentiating an lhs-dilated conv (whose weight gradient XLA
+    lowers to a slow zero-stuffed forward conv on GPUs). Values are unchanged.
+    """
+    return _conv_transpose_direct(x, kernel, stride, padding, output_padding, precision)
+
+
+def _conv_transpose_fwd(x, kernel, stride, padding, output_padding, precision):
+    y = _conv_transpose_direct(x, kernel, stride, padding, output_padding, precision)
+    return y, (x, kernel)
+
+
+def _conv_transpose_bwd(stride, padding, output_padding, precision, residuals, g):
+    x, kernel = residuals
+
+    def strided(u: Array, k: Array) -> Array:
+        return conv2d(u, k, stride=stride, padding=padding, precision=precision)
+
+    # y = A^T x with A u = strided(u, K)  =>  dx = A g  and  dK = d/dK <x, strided(g, K)>.
+    dx = strided(g, kernel)
+    _, kernel_vjp = jax.vjp(lambda k: strided(g, k), kernel)
+    (dkernel,) = kernel_vjp(x.astype(dx.dtype))
+    return dx.astype(x.dtype), dkernel.astype(kernel.dtype)
+
+
+conv_transpose2d.defvjp(_conv_transpose_fwd, _conv_transpose_bwd)
+
+
+class Conv2d(nn.Module):
+    """`nn.Conv2d` (+ optional pad module in front of it) with the reference's N(0, 0.02) init.
+
+    `padding_mode='zero'` pads inside the conv like PyTorch's `padding=`; 'reflect' and
+    'replicate' pad first, as the reference's `ReflectionPad2d` + `Conv2d(padding=0)` do.
+    Parameters: `kernel` (k, k, C_in, C_out) and `bias` (C_out,).
+    """
+
+    features: int
+    kernel_size: int
+    stride: int = 1
+    padding: int = 0
+    padding_mode: str = "zero"
+    use_bias: bool = True
+    init_gain: float = 0.02
+    dtype: Dtype | None = None
+    precision: Any = None
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        kernel = self.param(
+            "kernel",
+            normal_init(self.init_gain),
+            (self.kernel_size, self.kernel_size, x.shape[-1], self.features),
+            jnp.float32,
+        )
+        dtype = self.dtype or x.dtype
+        x = x.astype(dtype)
+        conv_padding = self.padding
+        if self.padding_mode != "zero" and self.padding:
+            x = pad2d(x, self.padding, self.padding_mode)
+            conv_padding = 0
+        y = conv2d(
+            x, kernel.astype(dtype), stride=self.stride, padding=conv_padding,
+            precision=self.precision,
+        )
+        if self.use_bias:
+            bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+            y = y + bias.astype(dtype)
+        return y
+
+
+class ConvTranspose2d(nn.Module):
+    """`nn.ConvTranspose2d(k, stride, padding, output_padding)`; kernel is (k, k, C_out, C_in).
+
+    The kernel layout is PyTorch's weight (C_in, C_out, k, k) with axes (2, 3, 1, 0),
+    the same transform as an ordinary conv weight, so checkpoints convert uniformly.
+    """
+
+    features: int
+    kernel_size: int = 3
+    stride: int = 2
+    padding: int = 1
+    output_padding: int = 1
+    use_bias: bool = True
+    init_gain: float = 0.02
+    dtype: Dtype | None = None
+    precision: Any = None
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        kernel = self.param(
+            "kernel",
+            normal_init(self.init_gain),
+            (self.kernel_size, self.kernel_size, self.features, x.shape[-1]),
+            jnp.float32,
+        )
+        dtype = self.dtype or x.dtype
+        y = conv_transpose2d(
+            x.astype(dtype), kernel.astype(dtype), self.stride, self.padding,
+            self.output_padding, self.precision,
+        )
+        if self.use_bias:
+            bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+            y = y + bias.astype(dtype)
+        return y
+
+
+def at_least_f32(x: Array) -> Array:
+    """x in float32, or float64 if it already is (bf16 statistics and losses in float32)."""
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
+def instance_norm(x: Array, eps: float = 1e-5) -> Array:
+    """Affine-free `nn.InstanceNorm2d`: per sample and channel over H, W, biased variance.
+
+    Statistics are computed in at least float32 (two-pass variance, for tight parity) and the
+    result is returned in the input dtype, so bf16 activations stay bf16.
+    """
+    xf = at_least_f32(x)
+    mean = jnp.mean(xf, axis=(1, 2), keepdims=True)
+    centered = xf - mean
+    var = jnp.mean(jnp.square(centered), axis=(1, 2), keepdims=True)
+    return (centered * lax.rsqrt(var + eps)).astype(x.dtype)
+
+
+class InstanceNorm(nn.Module):
+    """Module wrapper of `instance_norm`; it has no parameters and no state."""
+
+    eps: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool = True) -> Array:
+        del train  # Instance statistics are used in train and eval mode alike.
+        return instance_norm(x, self.eps)
+
+
+class BatchNorm(nn.Module):
+    """`nn.BatchNorm2d(affine=True, track_running_stats=True)` with PyTorch's statistics.
+
+    Training normalises with the biased batch variance and updates the running variance
+    with the unbiased one (momentum 0.1), as PyTorch does; Flax's own BatchNorm stores
+    the biased variance, which would drift from a PyTorch checkpoint. Parameters `scale`
+    (init N(1, 0.02), the reference's init) and `bias`; statistics `mean`, `var`,
+    `num_batches_tracked` in the 'batch_stats' collection.
+    """
+
+    momentum: float = 0.1
+    eps: float = 1e-5
+    init_gain: float = 0.02
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool = True) -> Array:
+        features = x.shape[-1]
+        scale_init = lambda key, shape, dtype: 1.0 + self.init_gain * jax.random.normal(
+            key, shape, dtype
+        )
+        scale = self.param("scale", scale_init, (features,), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (features,), jnp.float32)
+        ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), jnp.float32)
+        ra_var = self.variable("batch_stats", "var", jnp.ones, (features,), jnp.float32)
+        tracked = self.variable(
+            "batch_stats", "num_batches_tracked", lambda: jnp.zeros((), jnp.int32)
+        )
+        xf = at_least_f32(x)
+        if train:
+            mean = jnp.mean(xf, axis=(0, 1, 2))
+            var = jnp.mean(jnp.square(xf - mean), axis=(0, 1, 2))
+            if not self.is_initializing():
+                count = xf.shape[0] * xf.shape[1] * xf.shape[2]
+                unbiased = var * (count / max(count - 1, 1))
+                m = self.momentum
+                ra_mean.value = ((1 - m) * ra_mean.value + m * mean).astype(ra_mean.value.dtype)
+                ra_var.value = ((1 - m) * ra_var.value + m * unbiased).astype(ra_var.value.dtype)
+                tracked.value = tracked.value + 1
+        else:
+            mean, var = ra_mean.value, ra_var.value
+        y = (xf - mean) * lax.rsqrt(var + self.eps) * scale + bias
+        return y.astype(x.dtype)
+
+
+class Identity(nn.Module):
+    """The reference's `norm='none'` layer: it still takes a Sequential index."""
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool = True) -> Array:
+        del train
+        return x
+
+
+def make_norm(norm: str, name: str, init_gain: float = 0.02) -> nn.Module:
+    """Builds the norm layer the reference's `get_norm_layer(norm)` would."""
+    if norm == "instance":
+        return InstanceNorm(name=name)
+    if norm == "batch":
+        return BatchNorm(init_gain=init_gain, name=name)
+    if norm == "none":
+        return Identity(name=name)
+    raise ValueError(f"unknown norm {norm!r}; expected one of {NORMS}")
+
+
+def conv_bias_for(norm: str) -> bool:
+    """The reference's bias rule: convs before a norm have a bias only under InstanceNorm."""
+    return norm == "instance"
+
+
+def leaky_relu(x: Array, slope: float = 0.2) -> Array:
+    """`nn.LeakyReLU(0.2)`; the gradient at exactly 0 is `slope`, as in PyTorch."""
+    return jnp.where(x > 0, x, slope * x)

@@ -1,0 +1,121 @@
+"""CycleGAN configs: `get_config(preset)`, e.g. `--config=configs/cyclegan.py:horse2zebra`.
+
+Defaults are the reference's (`options/train_options.py`, `cycle_gan_model.py`); option
+names follow it so `--config.lambda_identity=0` means what a reference user expects.
+Presets:
+  digits       the built-in offline default: scikit-learn's handwritten digits (A) to
+               digits printed from Pillow's bundled font (B), 32x32 grayscale, small nets.
+  horse2zebra  the reference setup on `datasets/horse2zebra` (folder layout trainA/...).
+  folder       reference hyperparameters on any folder dataset (`--config.data.dataroot`).
+  mnist2usps   MNIST (A) to USPS (B) from IDX files, 32x32 grayscale.
+"""
+
+import ml_collections
+
+
+def _data(source: str = "folder") -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(dict(
+        source=source,          # digits | folder | idx | tfds | tfds_stock
+        dataroot="",            # folder or .zip with trainA/ trainB/ testA/ testB/
+        idx_A="",               # IDX image file for domain A (source=idx)
+        idx_B="",               # IDX image file for domain B (source=idx)
+        tfds_name="",           # our builder's name (tfds) or e.g. cycle_gan/horse2zebra
+        data_dir="",            # tensorflow-datasets data_dir
+        image_size=32,          # digits / idx: images are resized to this
+        preprocess="resize_and_crop",  # resize_and_crop | crop | scale_width | scale_width_and_crop | none
+        load_size=286,
+        crop_size=256,
+        no_flip=False,
+        serial_batches=False,
+        num_workers=4,
+        bad_image="skip",       # skip (counted warning) | error
+    ))
+
+
+def get_config(preset: str = "digits") -> ml_collections.ConfigDict:
+    """The resolved config for `preset`; every field can be overridden as --config.x=y."""
+    c = ml_collections.ConfigDict()
+    c.method = "cyclegan"
+    c.seed = 0
+    # Networks (reference: --netG --netD --n_layers_D --norm --ngf --ndf --no_dropout --init_gain).
+    c.input_nc = 3
+    c.output_nc = 3
+    c.netG = "resnet_9blocks"
+    c.netD = "basic"
+    c.n_layers_D = 3
+    c.norm = "instance"
+    c.ngf = 64
+    c.ndf = 64
+    c.no_dropout = True
+    c.init_gain = 0.02
+    # Losses.
+    c.gan_mode = "lsgan"        # lsgan | vanilla | wgangp | hinge
+    c.lambda_A = 10.0
+    c.lambda_B = 10.0
+    c.lambda_identity = 0.5
+    c.gp_weight = 10.0          # WGAN-GP penalty; used only with gan_mode=wgangp (the reference has none: set 0)
+    c.pool_size = 50
+    # Optimisation (two Adams, G and D; per-epoch schedule of the current reference).
+    c.lr = 2e-4
+    c.beta1 = 0.5
+    c.beta2 = 0.999
+    c.lr_policy = "linear"      # linear | step | cosine | constant
+    c.n_epochs = 100
+    c.n_epochs_decay = 100
+    c.epoch_count = 1
+    c.lr_decay_iters = 50
+    c.batch_size = 1
+    # Execution.
+    c.dtype = "float32"         # compute dtype: float32 (parity) | bfloat16 (params, optimizer, losses stay float32)
+    c.remat = False             # recompute ResNet blocks in the backward pass (less memory)
+    c.max_steps = -1            # stop after this many steps (-1: the epochs decide)
+    c.log_every = 100           # fetch metrics from the device every k steps
+    c.sample_every = 1000       # write an image grid every k steps
+    c.checkpoint_every = 1000   # save the whole train state every k steps
+    c.keep_checkpoints = 3
+    c.data = _data()
+
+    if preset == "digits":
+        c.input_nc = c.output_nc = 1
+        c.netG = "resnet_6blocks"
+        c.ngf = 16
+        c.ndf = 16
+        c.batch_size = 8
+        c.pool_size = 50
+        c.n_epochs = 2
+        c.n_epochs_decay = 1
+        c.log_every = 25
+        c.sample_every = 100
+        c.checkpoint_every = 100
+        c.data = _data("digits")
+        c.data.image_size = 32
+        c.data.preprocess = "none"
+        c.data.load_size = 32
+        c.data.crop_size = 32
+        c.data.no_flip = True   # digits are not mirror-symmetric
+        c.data.num_workers = 2
+    elif preset == "mnist2usps":
+        c.input_nc = c.output_nc = 1
+        c.netG = "resnet_6blocks"
+        c.ngf = 32
+        c.ndf = 32
+        c.batch_size = 16
+        c.n_epochs = 10
+        c.n_epochs_decay = 10
+        c.data = _data("idx")
+        c.data.idx_A = "../shared/data/mnist/train-images-idx3-ubyte.gz"
+        c.data.idx_B = "../shared/data/usps/train-images-idx3-ubyte.gz"
+        c.data.image_size = 32
+        c.data.preprocess = "none"
+        c.data.load_size = 32
+        c.data.crop_size = 32
+        c.data.no_flip = True
+    elif preset == "horse2zebra":
+        c.data.dataroot = "datasets/horse2zebra"
+    elif preset == "folder":
+        pass
+    else:
+        raise ValueError(
+            f"unknown cyclegan preset {preset!r}; expected digits, mnist2usps, horse2zebra or folder"
+        )
+    return c

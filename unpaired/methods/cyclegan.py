@@ -1,0 +1,255 @@
+"""CycleGAN (Zhu et al. 2017) as pure functions over a TrainState.
+
+One `train_step` does what the reference's `optimize_parameters` does, in its order:
+the four generator passes, a generator update with the discriminators frozen, then a
+discriminator update on the pre-update fakes passed through the image pools. Both
+updates live in one jitted function, so nothing is recomputed and nothing leaves the
+device. Facts: `shared/reference/cyclegan.md` §3.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from unpaired import losses, pool, schedules
+from unpaired.nets import cyclegan as nets
+from unpaired.state import TrainState, apply_group_update
+
+Array = jax.Array
+DIRECTIONS = ("AtoB", "BtoA")
+
+
+COMPUTE_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
+
+
+def _dtype(name: str) -> Any:
+    """Layer compute dtype: None (follow inputs and float32 params) or bfloat16."""
+    if name not in COMPUTE_DTYPES:
+        raise ValueError(f"unknown config.dtype {name!r}; expected one of {sorted(COMPUTE_DTYPES)}")
+    return COMPUTE_DTYPES[name]
+
+
+class _Runner:
+    """Applies networks in order while threading their BatchNorm statistics.
+
+    The reference runs every network in train mode, so each forward pass updates the
+    running statistics, in call order; this records the same sequence functionally.
+    """
+
+    def __init__(self, modules: Mapping[str, nn.Module], model_state: Mapping[str, Any],
+                 key: Array | None, train: bool):
+        self.modules = modules
+        self.model_state = dict(model_state)
+        self.key = key
+        self.calls = 0
+        self.train = train
+
+    def __call__(self, name: str, params: Any, x: Array) -> Array:
+        variables = {"params": params}
+        stats = self.model_state.get(name)
+        if stats:
+            variables["batch_stats"] = stats
+        rngs = {}
+        if self.key is not None:
+            rngs["dropout"] = jax.random.fold_in(self.key, self.calls)
+        self.calls += 1
+        module = self.modules[name]
+        if stats and self.train:
+            y, updated = module.apply(variables, x, True, rngs=rngs, mutable=["batch_stats"])
+            self.model_state[name] = updated["batch_stats"]
+            return y
+        return module.apply(variables, x, self.train, rngs=rngs)
+
+
+class CycleGAN:
+    """The CycleGAN method: networks G_A (A->B), G_B (B->A), D_A (judges B), D_B (judges A)."""
+
+    name = "cyclegan"
+    networks = ("G_A", "G_B", "D_A", "D_B")
+    groups = {"G": ("G_A", "G_B"), "D": ("D_A", "D_B")}
+
+    def __init__(self, config: ml_collections.ConfigDict, steps_per_epoch: int = 1):
+        self.input_nc = config.input_nc
+        self.output_nc = config.output_nc
+        self.image_size = config.data.crop_size
+        self.gan_mode = config.gan_mode
+        self.lambda_A = float(config.lambda_A)
+        self.lambda_B = float(config.lambda_B)
+        self.lambda_identity = float(config.lambda_identity)
+        self.gp_weight = float(config.gp_weight) if config.gan_mode == "wgangp" else 0.0
+        self.pool_size = int(config.pool_size)
+        if self.lambda_identity > 0 and self.input_nc != self.output_nc:
+            raise ValueError(
+                "config.lambda_identity > 0 needs config.input_nc == config.output_nc "
+                f"(got {self.input_nc} and {self.output_nc})"
+            )
+        dtype = _dtype(config.dtype)
+        make_G = lambda out_nc: nets.define_G(
+            config.netG, out_nc, config.ngf, config.norm, not config.no_dropout,
+            config.init_gain, dtype, remat=config.remat,
+        )
+        make_D = lambda: nets.define_D(
+            config.netD, config.ndf, config.n_layers_D, config.norm, config.init_gain, dtype
+        )
+        self.modules = {
+            "G_A": make_G(self.output_nc), "G_B": make_G(self.input_nc),
+            "D_A": make_D(), "D_B": make_D(),
+        }
+        self.in_channels = {
+            "G_A": self.input_nc, "G_B": self.output_nc,
+            "D_A": self.output_nc, "D_B": self.input_nc,
+        }
+        schedule = schedules.epoch_schedule(
+            config.lr, policy=config.lr_policy, steps_per_epoch=steps_per_epoch,
+            n_epochs=config.n_epochs, n_epochs_decay=config.n_epochs_decay,
+            epoch_count=config.epoch_count, lr_decay_iters=config.lr_decay_iters,
+        )
+        self.schedule = schedule
+        tx = schedules.adam(schedule, config.beta1, config.beta2)
+        self.tx = {"G": tx, "D": tx}
+
+    # ----------------------------------------------------------------- state
+    def init_variables(self, key: Array) -> dict[str, Any]:
+        """Fresh variables ({'params': ..., maybe 'batch_stats': ...}) for every network."""
+        out = {}
+        for name, k in zip(self.networks, jax.random.split(key, len(self.networks))):
+            x = jnp.zeros((1, self.image_size, self.image_size, self.in_channels[name]))
+            out[name] = jax.jit(self.modules[name].init, static_argnums=2)(k, x, False)
+        return out
+
+    def state_from_variables(self, variables: Mapping[str, Any], key: Array) -> TrainState:
+        """A step-0 TrainState around given network variables (fresh or loaded from torch)."""
+        params = {n: variables[n]["params"] for n in self.networks}
+        model_state = {n: variables[n].get("batch_stats", {}) for n in self.networks}
+        opt_state = {g: self.tx[g].init({n: params[n] for n in nets_}) for g, nets_ in self.groups.items()}
+        shape = (self.image_size, self.image_size)
+        buffers = {
+            "fake_A": pool.init_pool(self.pool_size, shape + (self.input_nc,)),
+            "fake_B": pool.init_pool(self.pool_size, shape + (self.output_nc,)),
+        }
+        return TrainState(jnp.zeros((), jnp.int32), params, model_state, opt_state, buffers, key)
+
+    def create_state(self, key: Array) -> TrainState:
+        """Initialises every network with the reference's N(0, init_gain) init."""
+        init_key, state_key = jax.random.split(key)
+        return self.state_from_variables(self.init_variables(init_key), state_key)
+
+    # ----------------------------------------------------------------- losses
+    def generator_loss(
+        self, g_params: Mapping[str, Any], d_params: Mapping[str, Any],
+        model_state: Mapping[str, Any], batch: Mapping[str, Array], key: Array | None,
+    ) -> tuple[Array, dict[str, Any]]:
+        """The reference's `forward` + `backward_G` loss; aux holds terms, fakes, new stats."""
+        run = _Runner(self.modules, model_state, key, train=True)
+        real_A, real_B = batch["A"], batch["B"]
+        fake_B = run("G_A", g_params["G_A"], real_A)
+        rec_A = run("G_B", g_params["G_B"], fake_B)
+        fake_A = run("G_B", g_params["G_B"], real_B)
+        rec_B = run("G_A", g_params["G_A"], fake_A)
+        terms = {}
+        if self.lambda_identity > 0:
+            idt_A = run("G_A", g_params["G_A"], real_B)
+            idt_B = run("G_B", g_params["G_B"], real_A)
+            terms["idt_A"] = losses.l1_loss(idt_A, real_B) * self.lambda_B * self.lambda_identity
+            terms["idt_B"] = losses.l1_loss(idt_B, real_A) * self.lambda_A * self.lambda_identity
+        else:
+            terms["idt_A"] = terms["idt_B"] = jnp.zeros((), jnp.float32)
+        d_frozen = jax.lax.stop_gradient(d_params)
+        adv = dict(gan_mode=self.gan_mode, for_discriminator=False)
+        terms["G_A"] = losses.gan_loss(run("D_A", d_frozen["D_A"], fake_B), True, **adv)
+        terms["G_B"] = losses.gan_loss(run("D_B", d_frozen["D_B"], fake_A), True, **adv)
+        terms["cycle_A"] = losses.l1_loss(rec_A, real_A) * self.lambda_A
+        terms["cycle_B"] = losses.l1_loss(rec_B, real_B) * self.lambda_B
+        total = (terms["G_A"] + terms["G_B"] + terms["cycle_A"] + terms["cycle_B"]
+                 + terms["idt_A"] + terms["idt_B"])
+        fakes = {"fake_A": fake_A, "fake_B": fake_B, "rec_A": rec_A, "rec_B": rec_B}
+        return total, {"terms": terms, "fakes": fakes, "model_state": run.model_state}
+
+    def discriminator_loss(
+        self, d_params: Mapping[str, Any], model_state: Mapping[str, Any],
+        batch: Mapping[str, Array], fake_A: Array, fake_B: Array, key: Array | None,
+    ) -> tuple[Array, dict[str, Any]]:
+        """`backward_D_A` + `backward_D_B`: 0.5 (D(real)->1 + D(fake)->0) each, plus WGAN-GP."""
+        run = _Runner(self.modules, model_state, None, train=True)
+        fake_A = jax.lax.stop_gradient(fake_A)
+        fake_B = jax.lax.stop_gradient(fake_B)
+        terms = {}
+        for d_name, real, fake in (("D_A", batch["B"], fake_B), ("D_B", batch["A"], fake_A)):
+            real_logits = run(d_name, d_params[d_name], real)
+            fake_logits = run(d_name, d_params[d_name], fake)
+            terms[d_name] = losses.discriminator_loss(real_logits, fake_logits, self.gan_mode)
+            if self.gp_weight > 0:
+                key, alpha_key = jax.random.split(key)
+                alpha = jax.random.uniform(alpha_key, (real.shape[0],))
+                disc = lambda x, n=d_name: self.modules[n].apply(
+                    {"params": d_params[n], **({"batch_stats": run.model_state[n]}
+                                               if run.model_state.get(n) else {})}, x, False)
+                terms[f"gp_{d_name}"] = losses.gradient_penalty(
+                    disc, real, fake, alpha, weight=self.gp_weight)
+                terms[d_name] = terms[d_name] + terms[f"gp_{d_name}"]
+        return terms["D_A"] + terms["D_B"], {"terms": terms, "model_state": run.model_state}
+
+    # ----------------------------------------------------------------- step
+    @staticmethod
+    def step_keys(key: Array) -> dict[str, Array]:
+        """The per-step keys split from state.key: next state key, G dropout, pools, D penalty."""
+        names = ("next", "G", "pool_B", "pool_A", "D")
+        return dict(zip(names, jax.random.split(key, len(names))))
+
+    def train_step(self, state: TrainState, batch: Mapping[str, Array]) -> tuple[TrainState, dict[str, Array]]:
+        """One reference iteration: G update (D frozen), then D update on pooled pre-update fakes."""
+        keys = self.step_keys(state.key)
+        g_params = {n: state.params[n] for n in self.groups["G"]}
+        d_params = {n: state.params[n] for n in self.groups["D"]}
+        g_grads, g_aux = jax.grad(self.generator_loss, has_aux=True)(
+            g_params, d_params, state.model_state, batch, keys["G"])
+        new_g, g_opt = apply_group_update(self.tx["G"], state.opt_state["G"], g_params, g_grads)
+
+        fakes = g_aux["fakes"]
+        pool_B, fake_B = pool.query(state.buffers["fake_B"], fakes["fake_B"], keys["pool_B"])
+        pool_A, fake_A = pool.query(state.buffers["fake_A"], fakes["fake_A"], keys["pool_A"])
+        (d_loss, d_aux), d_grads = jax.value_and_grad(self.discriminator_loss, has_aux=True)(
+            d_params, g_aux["model_state"], batch, fake_A, fake_B, keys["D"])
+        new_d, d_opt = apply_group_update(self.tx["D"], state.opt_state["D"], d_params, d_grads)
+
+        terms = g_aux["terms"]
+        metrics = dict(terms)
+        metrics.update(d_aux["terms"])
+        metrics["G"] = sum(terms[k] for k in ("G_A", "G_B", "cycle_A", "cycle_B", "idt_A", "idt_B"))
+        metrics["D"] = d_loss
+        metrics["lr"] = jnp.asarray(self.schedule(state.step), jnp.float32)  # used by this step
+        new_state = state.replace(
+            step=state.step + 1,
+            params={**new_g, **new_d},
+            model_state=d_aux["model_state"],
+            opt_state={"G": g_opt, "D": d_opt},
+            buffers={"fake_A": pool_A, "fake_B": pool_B},
+            key=keys["next"],
+        )
+        return new_state, metrics
+
+    # ----------------------------------------------------------------- inference
+    def translate(self, params: Mapping[str, Any], images: Array, direction: str = "AtoB",
+                  model_state: Mapping[str, Any] | None = None) -> Array:
+        """G_A(images) for 'AtoB', G_B(images) for 'BtoA', in eval mode; images in [-1, 1]."""
+        if direction not in DIRECTIONS:
+            raise ValueError(f"unknown direction {direction!r}; expected one of {DIRECTIONS}")
+        name = "G_A" if direction == "AtoB" else "G_B"
+        run = _Runner(self.modules, model_state or {}, None, train=False)
+        return run(name, params[name], images)
+
+    def visuals(self, params: Mapping[str, Any], batch: Mapping[str, Array],
+                model_state: Mapping[str, Any] | None = None) -> dict[str, Array]:
+        """real_A | fake_B | rec_A | real_B | fake_A | rec_B, the reference's visual names."""
+        t = lambda x, d: self.translate(params, x, d, model_state)
+        fake_B = t(batch["A"], "AtoB")
+        fake_A = t(batch["B"], "BtoA")
+        return {
+            "real_A": batch["A"], "fake_B": fake_B, "rec_A": t(fake_B, "BtoA"),
+            "real_B": batch["B"], "fake_A": fake_A, "rec_B": t(fake_A, "AtoB"),
+        }

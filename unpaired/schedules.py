@@ -1,0 +1,56 @@
+"""Learning-rate schedules with the reference's per-epoch semantics, as optax schedules.
+
+The reference (pytorch-CycleGAN-and-pix2pix, current master) steps its LambdaLR at the
+end of every epoch, so the rate is constant within an epoch. Here the epoch is derived
+from the optimizer's update count, so the schedule position lives in the optimizer
+state and survives checkpoints: epoch e (0-based) = count // steps_per_epoch.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import optax
+
+LR_POLICIES = ("linear", "step", "cosine", "constant")
+
+
+def epoch_schedule(
+    lr: float,
+    *,
+    policy: str = "linear",
+    steps_per_epoch: int,
+    n_epochs: int = 100,
+    n_epochs_decay: int = 100,
+    epoch_count: int = 1,
+    lr_decay_iters: int = 50,
+) -> optax.Schedule:
+    """lr(count) for the reference's `--lr_policy` (linear, step, cosine) or constant.
+
+    linear: lr * (1 - max(0, e + epoch_count - n_epochs) / (n_epochs_decay + 1));
+    step: lr * 0.1 ** (e // lr_decay_iters); cosine: lr * (1 + cos(pi * e / n_epochs)) / 2.
+    """
+    if steps_per_epoch < 1:
+        raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
+    if policy not in LR_POLICIES:
+        raise ValueError(f"unknown lr_policy {policy!r}; expected one of {LR_POLICIES}")
+
+    def schedule(count):
+        epoch = (jnp.asarray(count) // steps_per_epoch) * 1.0  # default float dtype (f64 under x64)
+        if policy == "linear":
+            factor = 1.0 - jnp.maximum(0.0, epoch + epoch_count - n_epochs) / (n_epochs_decay + 1)
+        elif policy == "step":
+            factor = 0.1 ** jnp.floor(epoch / lr_decay_iters)
+        elif policy == "cosine":
+            factor = (1.0 + jnp.cos(jnp.pi * epoch / n_epochs)) / 2.0
+        else:
+            factor = jnp.ones_like(epoch)
+        return lr * factor
+
+    return schedule
+
+
+def adam(
+    schedule: optax.Schedule, b1: float = 0.5, b2: float = 0.999, eps: float = 1e-8
+) -> optax.GradientTransformation:
+    """torch.optim.Adam(betas=(b1, b2), eps) with the learning rate readable from the state."""
+    return optax.inject_hyperparams(optax.adam)(learning_rate=schedule, b1=b1, b2=b2, eps=eps)

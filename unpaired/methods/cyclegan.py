@@ -71,6 +71,7 @@ class CycleGAN:
 
     name = "cyclegan"
     networks = ("G_A", "G_B", "D_A", "D_B")
+    visual_names = ("real_A", "fake_B", "rec_A", "real_B", "fake_A", "rec_B")
     groups = {"G": ("G_A", "G_B"), "D": ("D_A", "D_B")}
 
     def __init__(self, config: ml_collections.ConfigDict, steps_per_epoch: int = 1):

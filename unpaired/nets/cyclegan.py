@@ -269,3 +269,16 @@ def define_D(
     if netD == "pixel":
         return PixelDiscriminator(ndf, norm, init_gain, dtype)
     raise ValueError(f"unknown netD {netD!r}; expected one of {DISCRIMINATORS}")
+
+
+def discriminator_output_size(netD: str, n_layers_D: int, size: int) -> int:
+    """Side of the discriminator's logit map for a `size` input (0 means the input is too small)."""
+    if netD == "pixel":
+        return size
+    layers_ = 3 if netD == "basic" else n_layers_D
+    for _ in range(layers_):  # k4 s2 p1 convs: the first and n_layers - 1 more
+        size = (size + 2 - 4) // 2 + 1
+    for _ in range(2):  # two k4 s1 p1 convs
+        size = size + 2 - 4 + 1
+    return max(size, 0)
+

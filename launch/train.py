@@ -1,0 +1,52 @@
+"""Trains a method from a config file: `python -m launch.train --config=configs/cyclegan.py:digits`.
+
+Thin entry point in the style of the Flax examples: flags in, `unpaired.train` does the
+work. With no flags it trains CycleGAN on the built-in offline digits into
+`workdirs/cyclegan_digits`; run it again to resume from the newest checkpoint there.
+"""
+
+import logging
+import os
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+config_flags.DEFINE_config_file(
+    "config", os.path.join(_REPO, "configs", "cyclegan.py") + ":digits",
+    "Config file and preset, e.g. configs/cyclegan.py:horse2zebra; override fields with --config.x=y.",
+    lock_config=True)
+flags.DEFINE_string("workdir", None, "Where checkpoints, logs and samples go (default: workdirs/<method>_<preset>).")
+
+
+def _default_workdir(config_arg: str, method: str) -> str:
+    preset = config_arg.rsplit(":", 1)[1] if ":" in config_arg else "default"
+    return os.path.join("workdirs", f"{method}_{preset}")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.getLogger().setLevel(logging.INFO)
+    logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every save step at INFO
+    from unpaired import checkpoint, config_validation, train  # after flag parsing: imports jax
+    from unpaired.data import DataError
+
+    config = flags.FLAGS.config
+    config_arg = flags.FLAGS["config"].config_filename if hasattr(flags.FLAGS["config"], "config_filename") else ""
+    workdir = flags.FLAGS.workdir or _default_workdir(config_arg or ":digits", config.method)
+    print(f"workdir: {workdir}\nconfig:\n{config}", flush=True)
+    try:
+        train.train_and_evaluate(config, workdir)
+    except (config_validation.ConfigError, DataError, checkpoint.CheckpointError,
+            train.NonFiniteLossError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+    print(f"done: checkpoints in {workdir}/checkpoints, samples in {workdir}/samples, "
+          f"TensorBoard events in {workdir}/tensorboard", flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,200 @@
+"""The training loop, the same for every method: data, jitted steps, logs, checkpoints, resume.
+
+`train_and_evaluate(config, workdir)` builds the method named by `config.method`, resumes
+from the newest checkpoint in `workdir` if there is one (the whole TrainState and the data
+position, so the run continues bit-identically), and trains until `config.max_steps` or
+the end of the preset's epochs. The device never waits on the host inside the loop:
+metrics are fetched every `config.log_every` steps, batches are prefetched to the device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+
+import unpaired
+from unpaired import checkpoint, config_validation, data, logs, methods
+
+log = logging.getLogger(__name__)
+
+SAMPLE_IMAGES = 4
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss became NaN or inf; the message names it and the last good checkpoint."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+    """How long the run is: steps per epoch (from the data) and the step to stop at."""
+
+    steps_per_epoch: int
+    total_steps: int
+
+
+def plan_run(config: ml_collections.ConfigDict, steps_per_epoch: int) -> RunPlan:
+    """Total steps: `max_steps` if set, else epochs epoch_count..n_epochs+n_epochs_decay."""
+    epochs = config.n_epochs + config.n_epochs_decay - config.epoch_count + 1
+    total = epochs * steps_per_epoch
+    if config.max_steps > 0:
+        total = config.max_steps
+    return RunPlan(steps_per_epoch, total)
+
+
+def _data_mesh() -> jax.sharding.Mesh:
+    """A 1-D mesh over every device: the batch is split along it, the state replicated.
+
+    Auto (compiler-propagated) sharding: the steps are written for one device and XLA
+    inserts the gradient all-reduce, as with pmap but without changing the code.
+    """
+    axis_type = getattr(jax.sharding, "AxisType", None)
+    if axis_type is None:  # older JAX: every mesh axis is automatic
+        return jax.make_mesh((jax.device_count(),), ("data",))
+    return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(axis_type.Auto,))
+
+
+def _fetch_finite(metrics: Mapping[str, Any], step: int, last_good: int | None) -> dict[str, float]:
+    """Host copies of the metrics; NonFiniteLossError naming each loss that is NaN or inf."""
+    values = {k: float(v) for k, v in jax.device_get(dict(metrics)).items()}
+    bad = sorted(k for k, v in values.items() if not math.isfinite(v))
+    if bad:
+        where = (f"the last good checkpoint is step {last_good}" if last_good is not None
+                 else "no checkpoint was written")
+        raise NonFiniteLossError(
+            f"loss {', '.join(f'{k}={values[k]}' for k in bad)} at step {step}; training "
+            f"stopped and {where}. Lower config.lr, check the data, or resume from there."
+        )
+    return values
+
+
+def _config_differences(saved: Mapping[str, Any], current: Mapping[str, Any], prefix: str = "config") -> list[str]:
+    """`config.key: saved -> current` for every key whose value differs."""
+    out = []
+    for key in sorted(set(saved) | set(current)):
+        a, b = saved.get(key, "<absent>"), current.get(key, "<absent>")
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += _config_differences(a, b, f"{prefix}.{key}")
+        elif a != b:
+            out.append(f"{prefix}.{key}: {a!r} -> {b!r}")
+    return out
+
+
+def restore_or_create(
+    method: Any, config: ml_collections.ConfigDict, ckpt: checkpoint.Checkpointer
+) -> tuple[Any, int | None]:
+    """The newest checkpointed state in the workdir, or a fresh one; and its step (or None)."""
+    state = method.create_state(jax.random.key(config.seed))
+    latest = ckpt.latest_step()
+    if latest is None:
+        return state, None
+    saved_config = ckpt.read_meta(latest).get("config", {})
+    changes = _config_differences(saved_config, config.to_dict())
+    try:
+        state, _ = ckpt.restore(state, latest)
+    except checkpoint.CheckpointMismatchError as err:
+        raise checkpoint.CheckpointMismatchError(
+            f"{err}\nThe config differs from the one the checkpoint was trained with: "
+            + ("; ".join(changes) or "(no key differs: the code's networks changed)")
+            + ". Use another --workdir to start a new run.", err.mismatches) from err
+    benign = [c for c in changes if not c.startswith(("config.max_steps", "config.log_every",
+                                                      "config.sample_every", "config.checkpoint_every",
+                                                      "config.keep_checkpoints", "config.data.num_workers"))]
+    if benign:
+        log.warning("resuming step %d with a changed config: %s", latest, "; ".join(benign))
+    return state, latest
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
+    """Trains `config.method` in `workdir` (resuming if it holds checkpoints); returns the final state."""
+    config_validation.validate(config, num_devices=jax.device_count())
+    os.makedirs(workdir, exist_ok=True)
+    loader = data.make_loader(
+        config.data, split="train", batch_size=config.batch_size, seed=config.seed,
+        input_nc=config.input_nc, output_nc=config.output_nc,
+        shard_index=jax.process_index(), shard_count=jax.process_count())
+    plan = plan_run(config, loader.steps_per_epoch)
+    method = methods.build(config, plan.steps_per_epoch)
+    ckpt = checkpoint.Checkpointer.for_workdir(workdir, keep=config.keep_checkpoints)
+    state, last_good = restore_or_create(method, config, ckpt)
+    start = int(state.step)
+    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+        json.dump(config.to_dict(), f, indent=2)
+    if start >= plan.total_steps:
+        log.info("step %d already reached the planned %d steps; nothing to do", start, plan.total_steps)
+        ckpt.close()
+        loader.close()
+        return state
+
+    mesh = _data_mesh()
+    replicated = NamedSharding(mesh, PartitionSpec())
+    batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
+    state = jax.device_put(state, replicated)
+    train_step = jax.jit(method.train_step, donate_argnums=0, out_shardings=(replicated, replicated))
+    visuals = jax.jit(method.visuals)
+    sample = {k: v[:SAMPLE_IMAGES] for k, v in loader.batch(0).items()}
+
+    writer = logs.MetricWriter(workdir)
+    os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
+    bar = logs.ProgressBar(plan.total_steps, start)
+    batches = data.prefetch_to_device(
+        loader.iterate(start, plan.total_steps - start), size=2, sharding=batch_sharding)
+    log.info("training %s from step %d to %d (%d steps per epoch) in %s",
+             config.method, start, plan.total_steps, plan.steps_per_epoch, workdir)
+
+    def save(step: int, metrics: Mapping[str, Any]) -> None:
+        nonlocal last_good
+        _fetch_finite(metrics, step, last_good)  # never checkpoint a state that went bad
+        meta = {"config": config.to_dict(), "method": config.method, "data_step": step,
+                "version": unpaired.__version__}
+        ckpt.save(step, state, meta)
+        last_good = step
+
+    def write_samples(step: int) -> None:
+        images = jax.device_get(visuals(state.params, sample, state.model_state))
+        grid = logs.image_grid([images[k] for k in method.visual_names])
+        logs.save_png(grid, os.path.join(workdir, "samples", f"step_{step:08d}.png"))
+        writer.image(step, "samples", grid)
+
+    step = start
+    metrics: Mapping[str, Any] = {}
+    try:
+        for batch in batches:
+            state, metrics = train_step(state, batch)
+            step += 1
+            last = step == plan.total_steps
+            if step % config.log_every == 0 or last:
+                values = _fetch_finite(metrics, step, last_good)
+                values["steps_per_s"] = bar.rate(step)
+                writer.scalars(step, values)
+                bar.update(step, {k: values[k] for k in ("G", "D") if k in values})
+            if step % config.sample_every == 0 or last:
+                write_samples(step)
+            if step % config.checkpoint_every == 0 or last:
+                save(step, metrics)
+    except KeyboardInterrupt:
+        if step > start and (last_good is None or step > last_good):
+            log.warning("interrupted at step %d; saving a checkpoint before exiting", step)
+            try:
+                save(step, metrics)
+            except Exception as err:  # e.g. interrupted inside a step whose inputs were donated
+                log.warning("could not save at step %d (%s); step %s is the newest", step, err, last_good)
+        raise
+    finally:
+        bar.close()
+        batches.close()
+        loader.close()
+        writer.close()
+        ckpt.close()
+    if loader.skipped:
+        log.warning("%d unreadable images were skipped: %s", loader.skipped, loader.bad_items)
+    return state

@@ -51,7 +51,7 @@ def plan_run(config: ml_collections.ConfigDict, steps_per_epoch: int) -> RunPlan
     return RunPlan(steps_per_epoch, total)
 
 
-def _data_mesh() -> jax.sharding.Mesh:
+def data_mesh() -> jax.sharding.Mesh:
     """A 1-D mesh over every device: the batch is split along it, the state replicated.
 
     Auto (compiler-propagated) sharding: the steps are written for one device and XLA
@@ -61,6 +61,18 @@ def _data_mesh() -> jax.sharding.Mesh:
     if axis_type is None:  # older JAX: every mesh axis is automatic
         return jax.make_mesh((jax.device_count(),), ("data",))
     return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(axis_type.Auto,))
+
+
+def data_parallel(method: Any, mesh: jax.sharding.Mesh) -> tuple[Any, NamedSharding, NamedSharding]:
+    """(jitted step, state sharding, batch sharding): batch split over 'data', state replicated.
+
+    The step donates its input state; the output state stays replicated, so the same
+    code runs on one CPU or many accelerators.
+    """
+    replicated = NamedSharding(mesh, PartitionSpec())
+    batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
+    step = jax.jit(method.train_step, donate_argnums=0, out_shardings=(replicated, replicated))
+    return step, replicated, batch_sharding
 
 
 def _fetch_finite(metrics: Mapping[str, Any], step: int, last_good: int | None) -> dict[str, float]:
@@ -135,11 +147,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
         loader.close()
         return state
 
-    mesh = _data_mesh()
-    replicated = NamedSharding(mesh, PartitionSpec())
-    batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
+    train_step, replicated, batch_sharding = data_parallel(method, data_mesh())
     state = jax.device_put(state, replicated)
-    train_step = jax.jit(method.train_step, donate_argnums=0, out_shardings=(replicated, replicated))
     visuals = jax.jit(method.visuals)
     sample = {k: v[:SAMPLE_IMAGES] for k, v in loader.batch(0).items()}
 

@@ -109,7 +109,7 @@ def test_batch_norm_train_and_eval_match_torch_including_running_stats():
     variables = module.init(jax.random.key(1), jnp.asarray(xs[0]))
     ref = torch.nn.BatchNorm2d(3)
     with torch.no_grad():
-        ref.weight.copy_(torch.from_numpy(np.asarray(variables["params"]["scale"])))
+        ref.weight.copy_(torch.from_numpy(np.array(variables["params"]["scale"])))
     params, stats = variables["params"], variables["batch_stats"]
     for x in xs:
         out, updated = module.apply({"params": params, "batch_stats": stats}, jnp.asarray(x),

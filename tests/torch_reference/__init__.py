@@ -1,0 +1,81 @@
+"""PyTorch re-expressions of the reference implementations, for parity tests and benchmarks.
+
+`build_reference_step(config, device, dtype)` returns the reference's training step for
+the method named by `config.method` as a callable `step(real_A, real_B)` (NCHW tensors on
+`device`); `unpaired.benchmark` times it against our jitted `train_step`. A method plugs in
+by adding a builder to `REFERENCE_STEPS`; the benchmark itself never changes.
+
+torch is imported only inside the builders, so importing this package is free.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+StepFn = Callable[[Any, Any], Any]
+
+
+def _cyclegan_step(config, device: str, dtype, compile: bool = False) -> StepFn:
+    """`CycleGANReference.optimize_parameters` on freshly initialised reference networks.
+
+    Networks follow `config` (netG, netD, ngf, ndf, n_layers_D, norm, no_dropout,
+    init_gain, input_nc/output_nc), the optimisers and losses its lr, beta1, lambdas,
+    gan_mode and pool_size. `dtype=torch.bfloat16` runs the step under
+    `torch.autocast(device, torch.bfloat16)` (parameters and optimiser stay float32, as in
+    our bf16 mode). `compile=True` wraps each network in `torch.compile` (the optimisers
+    and the Python image pool stay eager, as they are in the reference). Like the
+    reference's CycleGAN, it never adds a WGAN-GP gradient penalty.
+    """
+    import torch
+
+    from tests.torch_reference import cyclegan as ref
+
+    def generator(in_nc: int, out_nc: int):
+        return ref.define_G(in_nc, out_nc, config.ngf, config.netG, config.norm,
+                            use_dropout=not config.no_dropout)
+
+    def discriminator(in_nc: int):
+        return ref.define_D(in_nc, config.ndf, config.netD, config.n_layers_D, config.norm)
+
+    nets = {
+        "G_A": generator(config.input_nc, config.output_nc),
+        "G_B": generator(config.output_nc, config.input_nc),
+        "D_A": discriminator(config.output_nc),
+        "D_B": discriminator(config.input_nc),
+    }
+    for name, net in nets.items():
+        ref.init_weights(net, config.init_gain)
+        nets[name] = net.to(device).train()
+    if compile:
+        nets = {name: torch.compile(net) for name, net in nets.items()}
+    model = ref.CycleGANReference(
+        nets["G_A"], nets["G_B"], nets["D_A"], nets["D_B"],
+        lr=config.lr, beta1=config.beta1, lambda_A=config.lambda_A, lambda_B=config.lambda_B,
+        lambda_identity=config.lambda_identity, gan_mode=config.gan_mode,
+        pool_size=config.pool_size, n_epochs=config.n_epochs,
+        n_epochs_decay=config.n_epochs_decay, epoch_count=config.epoch_count,
+    )
+    autocast = dtype is not None and dtype != torch.float32
+
+    def step(real_A, real_B):
+        with torch.autocast(device_type=device, dtype=dtype, enabled=autocast):
+            return model.optimize_parameters(real_A, real_B)
+
+    step.model = model
+    return step
+
+
+# Builders by `config.method`: (config, device, dtype, compile=False) -> step(real_A, real_B).
+REFERENCE_STEPS: dict[str, Callable[..., StepFn]] = {
+    "cyclegan": _cyclegan_step,
+}
+
+
+def build_reference_step(config, device: str = "cpu", dtype=None, compile: bool = False) -> StepFn:
+    """The reference training step for `config.method` on `device` (see `REFERENCE_STEPS`)."""
+    if config.method not in REFERENCE_STEPS:
+        raise NotImplementedError(
+            f"no PyTorch reference step for method {config.method!r}; "
+            f"known: {sorted(REFERENCE_STEPS)}"
+        )
+    return REFERENCE_STEPS[config.method](config, device, dtype, compile=compile)

@@ -1,0 +1,131 @@
+"""Benchmark one training step, JAX against the PyTorch reference, from the repo root.
+
+  python -m launch.benchmark --config=configs/cyclegan.py:digits --precision=fp32
+  python -m launch.benchmark --config=configs/cyclegan.py:horse2zebra \\
+      --batch_size=1 --image_size=256 --precision=fp32 --torch=eager,compile \\
+      --append=docs/benchmarks.md
+
+`--config.x=y` overrides any config field (e.g. `--config.ngf=8`). Prints a human table,
+then, as the LAST stdout line, one JSON object (img_per_s, torch_eager_img_per_s,
+ratio_vs_torch_eager, step_ms, compile_s, flops_per_step, fraction_of_peak, ...).
+`--torch=none` needs no torch installed. All logic is in `unpaired.benchmark`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+
+# `python launch/benchmark.py` works too: the repo root (configs/, tests/) goes on the path.
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Method config, e.g. configs/cyclegan.py:digits.", lock_config=True
+)
+_BATCH = flags.DEFINE_integer("batch_size", None, "Batch size (default: the config's).")
+_IMAGE = flags.DEFINE_integer("image_size", None, "Image side (default: config.data.crop_size).")
+_PRECISION = flags.DEFINE_enum(
+    "precision", None, ["fp32", "bf16"], "Compute precision (default: config.dtype)."
+)
+_STEPS = flags.DEFINE_integer("steps", 20, "Timed steps per framework (median reported).")
+_WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps after compilation.")
+_TORCH = flags.DEFINE_string(
+    "torch", "eager", "Comma-separated PyTorch modes to time (eager, compile), or 'none'."
+)
+_TORCH_STEPS = flags.DEFINE_integer("torch_steps", None, "Timed torch steps (default: --steps).")
+_TORCH_FTZ = flags.DEFINE_bool(
+    "torch_flush_denormal", True,
+    "On CPU, torch.set_flush_denormal(True), matching XLA:CPU's default flush-to-zero.",
+)
+_SPD = flags.DEFINE_integer(
+    "steps_per_dispatch", 1, "JAX steps per jitted call (lax.scan over k batches)."
+)
+_UNROLL = flags.DEFINE_bool(
+    "scan_unroll", True, "Unroll the --steps_per_dispatch scan (XLA:CPU runs rolled loops slowly)."
+)
+_CPU_THREADS = flags.DEFINE_integer(
+    "cpu_threads", None,
+    "CPU runs: pin the process to this many cores (JAX's pool follows) and torch.set_num_threads.",
+)
+_DONATE = flags.DEFINE_bool("donate", True, "Donate the train state to the jitted step.")
+_HLO = flags.DEFINE_bool(
+    "dump_hlo_summary", False, "Count conv kinds in the lowered and optimized HLO (E1)."
+)
+_XLA_FLAGS = flags.DEFINE_string(
+    "xla_flags", "", "Appended to XLA_FLAGS before JAX starts (e.g. --xla_cpu_use_onednn=true)."
+)
+_APPEND = flags.DEFINE_string("append", None, "Append a markdown row to this file.")
+_NOTES = flags.DEFINE_string("notes", "", "Free text for the markdown row's notes column.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed for the initial state and random inputs.")
+
+
+def _finite(value):
+    """JSON-safe: NaN/inf become null, nested containers recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if _CONFIG.value is None:
+        raise app.UsageError("--config is required, e.g. --config=configs/cyclegan.py:digits")
+    if _XLA_FLAGS.value:  # before the first JAX computation initialises the backend
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_XLA_FLAGS.value}".strip()
+
+    from unpaired import benchmark
+
+    cpus = benchmark.limit_cpus(_CPU_THREADS.value) if _CPU_THREADS.value else None
+
+    torch_modes = [m.strip() for m in _TORCH.value.split(",") if m.strip()]
+    if torch_modes == ["none"]:
+        torch_modes = []
+    for mode in torch_modes:
+        if mode not in benchmark.TORCH_MODES:
+            raise app.UsageError(f"--torch: unknown mode {mode!r}; use eager, compile or none")
+
+    config = benchmark.resolve_config(_CONFIG.value, _BATCH.value, _IMAGE.value, _PRECISION.value)
+    load_before = os.getloadavg()[0]
+    jax_result = benchmark.benchmark_jax(
+        config, steps=_STEPS.value, warmup=_WARMUP.value,
+        steps_per_dispatch=_SPD.value, unroll=_UNROLL.value, donate=_DONATE.value, seed=_SEED.value,
+        hlo_summary_wanted=_HLO.value,
+    )
+    torch_result = None
+    if torch_modes:
+        device, reason = benchmark.torch_device_for(jax_result["platform"])
+        if device is None:
+            torch_result = {f"torch_{m}_error": f"skipped: {reason}" for m in torch_modes}
+        else:
+            torch_result = benchmark.benchmark_torch(
+                config, device=device, modes=torch_modes,
+                steps=_TORCH_STEPS.value or _STEPS.value, warmup=_WARMUP.value,
+                seed=_SEED.value, flush_denormal=_TORCH_FTZ.value, threads=_CPU_THREADS.value,
+            )
+    result = benchmark.compare(config, jax_result, torch_result)
+    result["xla_flags"] = os.environ.get("XLA_FLAGS", "")
+    result["cpus"] = cpus if cpus is not None else sorted(os.sched_getaffinity(0))
+    result["load_avg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+
+    print(benchmark.format_table(result))
+    if _APPEND.value:
+        benchmark.append_markdown_row(_APPEND.value, benchmark.markdown_row(result, _NOTES.value))
+        print(f"appended a row to {_APPEND.value}")
+    sys.stdout.flush()
+    print(json.dumps(_finite(result), sort_keys=True, default=str), flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)

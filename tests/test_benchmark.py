@@ -1,0 +1,110 @@
+"""Smoke test of the training-step benchmark (launch/benchmark.py, unpaired/benchmark.py).
+
+One small CPU run through the command line (digits preset, batch 2, 32x32, ngf/ndf 8,
+no identity loss, 3 timed steps, JAX and torch eager; about 20-30 s) checks the JSON contract of the last stdout line and
+the markdown row. Timings are never asserted, only that they are positive and finite.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from unpaired import benchmark, layers
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _positive(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def test_launch_benchmark_smoke(tmp_path):
+    table = tmp_path / "benchmarks.md"
+    table.write_text("# Benchmarks\n\nsome text\n")
+    cmd = [
+        sys.executable, "-m", "launch.benchmark", "--config=configs/cyclegan.py:digits",
+        "--batch_size=2", "--image_size=32", "--precision=fp32", "--config.ngf=8",
+        "--config.ndf=8", "--config.lambda_identity=0", "--steps=3", "--warmup=1", "--torch=eager", "--dump_hlo_summary",
+        f"--append={table}", "--notes=smoke",
+    ]
+    # The test session's XLA_FLAGS (backend optimisation level 0, conftest.py) is inherited:
+    # it halves the compile time and timings are not checked.
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    result = json.loads(lines[-1])
+
+    for key in ("img_per_s", "torch_eager_img_per_s", "ratio_vs_torch_eager", "compile_s",
+                "step_ms", "peak_memory_bytes", "flops_per_step"):
+        assert _positive(result[key]), (key, result[key])
+    assert result["img_per_s"] == pytest.approx(2e3 / result["step_ms"])
+    assert result["ratio_vs_torch_eager"] == pytest.approx(
+        result["img_per_s"] / result["torch_eager_img_per_s"])
+    assert result["fraction_of_peak"] is None  # no known peak for a CPU
+    assert result["torch_compile_img_per_s"] is None and result["ratio_vs_torch_compile"] is None
+    assert (result["batch_size"], result["image_size"], result["precision"]) == (2, 32, "fp32")
+    assert result["method"] == "cyclegan" and result["ngf"] == 8
+    assert result["device"] and result["platform"] == "cpu"
+    assert set(result["versions"]) >= {"jax", "jaxlib", "flax", "torch"}
+    assert result["versions"]["torch"]
+    # The transposed convs' custom VJP: no lhs-dilated (zero-stuffed) kernel gradients.
+    hlo = result["hlo"]
+    assert hlo["stablehlo_lhs_dilated_weight_grad"] == 0
+    assert hlo["stablehlo_convolution"] > 0 and hlo["stablehlo_weight_grad"] > 0
+
+    assert "JAX / torch eager" in proc.stdout
+    rows = [line for line in table.read_text().splitlines() if line.startswith("|")]
+    assert rows[0] == benchmark.MARKDOWN_HEADER.splitlines()[0]
+    assert len(rows) == 3 and "smoke" in rows[-1] and "| 2 | 32 | fp32 |" in rows[-1]
+
+
+def test_imports_without_torch():
+    """`--torch=none` must work without torch: nothing imports it at module load."""
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import unpaired.benchmark, launch.benchmark, tests.torch_reference\n"
+        "assert unpaired.benchmark.versions()['jax']\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+
+def test_hlo_summary_detects_naive_transposed_conv_weight_grad():
+    x = jnp.ones((2, 8, 8, 16))
+    k = jnp.full((3, 3, 8, 16), 0.1)
+
+    def naive(x, k):
+        return jnp.sum(layers._conv_transpose_direct(x, k, 2, 1, 1, None) ** 2)
+
+    def custom(x, k):
+        return jnp.sum(layers.conv_transpose2d(x, k, 2, 1, 1) ** 2)
+
+    counts = {}
+    for name, f in (("naive", naive), ("custom", custom)):
+        lowered = jax.jit(jax.grad(f, argnums=(0, 1))).lower(x, k)
+        counts[name] = benchmark.hlo_summary(lowered.as_text())
+    assert counts["naive"]["stablehlo_lhs_dilated_weight_grad"] == 1
+    assert counts["custom"]["stablehlo_lhs_dilated_weight_grad"] == 0
+    assert counts["custom"]["stablehlo_weight_grad"] == 1
+
+
+def test_peak_flops_table_and_append(tmp_path):
+    assert benchmark.peak_flops("NVIDIA H100 80GB HBM3", "bf16") == 989e12
+    assert benchmark.peak_flops("NVIDIA H100 PCIe", "fp32") == 378e12
+    assert benchmark.peak_flops("NVIDIA A100-SXM4-80GB", "fp32") == 156e12
+    assert benchmark.peak_flops("cpu", "fp32") is None
+    assert benchmark.peak_flops(None, "bf16") is None
+    path = tmp_path / "b.md"
+    benchmark.append_markdown_row(str(path), "| a |")
+    benchmark.append_markdown_row(str(path), "| b |")
+    assert path.read_text().splitlines()[-2:] == ["| a |", "| b |"]
+    assert path.read_text().count(benchmark.MARKDOWN_HEADER) == 1

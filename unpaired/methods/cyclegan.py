@@ -175,7 +175,11 @@ class CycleGAN:
         self, d_params: Mapping[str, Any], model_state: Mapping[str, Any],
         batch: Mapping[str, Array], fake_A: Array, fake_B: Array, key: Array | None,
     ) -> tuple[Array, dict[str, Any]]:
-        """`backward_D_A` + `backward_D_B`: 0.5 (D(real)->1 + D(fake)->0) each, plus WGAN-GP."""
+        """`backward_D_A` + `backward_D_B`: 0.5 (D(real)->1 + D(fake)->0) each, plus WGAN-GP.
+
+        The penalty (gan_mode wgangp, gp_weight > 0) evaluates D in eval mode, so with
+        BatchNorm discriminators it neither uses nor updates batch statistics.
+        """
         run = _Runner(self.modules, model_state, None, train=True)
         fake_A = jax.lax.stop_gradient(fake_A)
         fake_B = jax.lax.stop_gradient(fake_B)
@@ -207,7 +211,7 @@ class CycleGAN:
         keys = self.step_keys(state.key)
         g_params = {n: state.params[n] for n in self.groups["G"]}
         d_params = {n: state.params[n] for n in self.groups["D"]}
-        g_grads, g_aux = jax.grad(self.generator_loss, has_aux=True)(
+        (g_loss, g_aux), g_grads = jax.value_and_grad(self.generator_loss, has_aux=True)(
             g_params, d_params, state.model_state, batch, keys["G"])
         new_g, g_opt = apply_group_update(self.tx["G"], state.opt_state["G"], g_params, g_grads)
 
@@ -221,7 +225,7 @@ class CycleGAN:
         terms = g_aux["terms"]
         metrics = dict(terms)
         metrics.update(d_aux["terms"])
-        metrics["G"] = sum(terms[k] for k in ("G_A", "G_B", "cycle_A", "cycle_B", "idt_A", "idt_B"))
+        metrics["G"] = g_loss
         metrics["D"] = d_loss
         metrics["lr"] = jnp.asarray(self.schedule(state.step), jnp.float32)  # used by this step
         new_state = state.replace(

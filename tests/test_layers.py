@@ -38,6 +38,33 @@ def test_conv2d_matches_torch(k, s, p):
     assert rel_err(ours, nhwc(ref)) < F32_TOL
 
 
+@pytest.mark.parametrize("shape,k,s,p", [
+    ((2, 4, 4, 6), 4, 1, 1),   # the 32x32 PatchGAN's model_8: 4x4 -> 3x3
+    ((2, 3, 3, 6), 4, 1, 1),   # its model_11: 3x3 -> 2x2, one output channel below
+    ((2, 5, 7, 3), 4, 2, 1),   # strided, non-square
+    ((1, 3, 3, 4), 3, 1, 0),   # 1x1 output from a 3x3 kernel
+])
+def test_conv2d_with_output_smaller_than_kernel_matches_torch_gradients(shape, k, s, p):
+    """These go through `_conv_small_output` (input gradient as matmul + col2im)."""
+    rng = np.random.RandomState(4)
+    x = rng.randn(*shape)
+    c_out = 1 if shape[1] == 3 else 5
+    w = rng.randn(c_out, shape[-1], k, k) * 0.1
+    with x64():
+        f = lambda x_, k_: layers.conv2d(x_, k_, stride=s, padding=p)  # noqa: E731
+        y, vjp = jax.vjp(f, jnp.asarray(x), jnp.asarray(w.transpose(2, 3, 1, 0)))
+        assert min(y.shape[1:3]) < k  # the small-output path is the one under test
+        cot = rng.randn(*y.shape)
+        dx, dk = vjp(jnp.asarray(cot))
+    xt = torch.tensor(x.transpose(0, 3, 1, 2), requires_grad=True)
+    wt = torch.tensor(w, requires_grad=True)
+    yt = torch.nn.functional.conv2d(xt, wt, stride=s, padding=p)
+    yt.backward(torch.from_numpy(cot.transpose(0, 3, 1, 2)))
+    assert rel_err(y, nhwc(yt)) < F64_TOL
+    assert rel_err(dx, nhwc(xt.grad)) < F64_TOL
+    assert rel_err(dk, wt.grad.numpy().transpose(2, 3, 1, 0)) < F64_TOL
+
+
 @pytest.mark.parametrize("k,s,p,op", [(3, 2, 1, 1), (4, 2, 1, 0), (3, 1, 1, 0), (5, 2, 2, 1)])
 def test_conv_transpose2d_forward_and_gradients_match_torch(k, s, p, op):
     rng = np.random.RandomState(2)

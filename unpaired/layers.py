@@ -57,19 +57,84 @@ def pad2d(x: Array, padding: int | Sequence[int], mode: str = "zero") -> Array:
     raise ValueError(f"unknown padding mode {mode!r}; expected one of {PADDING_MODES}")
 
 
-def conv2d(
-    x: Array, kernel: Array, *, stride: int = 1, padding: int = 0, precision: Any = None
+def _conv_xla(
+    x: Array, kernel: Array, stride: tuple[int, int], pad: tuple[int, int], precision: Any
 ) -> Array:
-    """`F.conv2d` on NHWC input with an HWIO kernel and symmetric zero padding."""
-    pad = _pair(padding)
     return lax.conv_general_dilated(
         x,
         kernel,
-        window_strides=_pair(stride),
+        window_strides=stride,
         padding=((pad[0], pad[0]), (pad[1], pad[1])),
         dimension_numbers=DIMENSION_NUMBERS,
         precision=precision,
     )
+
+
+def conv_patches(
+    x: Array, kernel_hw: tuple[int, int], stride: tuple[int, int], pad: tuple[int, int]
+) -> Array:
+    """im2col in NHWC: (N, H_out, W_out, kh * kw * C), taps in the (i, j, c) order of HWIO."""
+    if pad != (0, 0):
+        x = jnp.pad(x, ((0, 0), (pad[0], pad[0]), (pad[1], pad[1]), (0, 0)))
+    n, h, w, c = x.shape
+    (kh, kw), (sh, sw) = kernel_hw, stride
+    h_out, w_out = (h - kh) // sh + 1, (w - kw) // sw + 1
+    taps = [
+        lax.slice(x, (0, i, j, 0), (n, i + sh * (h_out - 1) + 1, j + sw * (w_out - 1) + 1, c),
+                  (1, sh, sw, 1))
+        for i in range(kh)
+        for j in range(kw)
+    ]
+    return jnp.concatenate(taps, axis=-1)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _conv_small_output(
+    x: Array, kernel: Array, stride: tuple[int, int], pad: tuple[int, int], precision: Any
+) -> Array:
+    """A conv whose output is smaller than its kernel (the PatchGAN's last layers on small
+    images): the same forward and weight gradient, but the input gradient as a matmul and
+    its col2im. Its backward-data conv would have a window larger than its input, which
+    XLA:CPU runs with swapped operands and a slow layout (8x the forward's time)."""
+    return _conv_xla(x, kernel, stride, pad, precision)
+
+
+def _conv_small_output_fwd(x, kernel, stride, pad, precision):
+    return _conv_xla(x, kernel, stride, pad, precision), (x, kernel)
+
+
+def _conv_small_output_bwd(stride, pad, precision, residuals, g):
+    x, kernel = residuals
+    kh, kw, c_in, c_out = kernel.shape
+    _, kernel_vjp = jax.vjp(lambda k: _conv_xla(x, k, stride, pad, precision), kernel)
+    (dkernel,) = kernel_vjp(g)
+    dcols = lax.dot_general(
+        g, kernel.reshape(kh * kw * c_in, c_out).astype(g.dtype), (((3,), (1,)), ((), ())),
+        precision=precision,
+    )
+    _, patches_vjp = jax.vjp(lambda u: conv_patches(u, (kh, kw), stride, pad), x)
+    (dx,) = patches_vjp(dcols.astype(x.dtype))
+    return dx, dkernel
+
+
+_conv_small_output.defvjp(_conv_small_output_fwd, _conv_small_output_bwd)
+
+
+def conv2d(
+    x: Array, kernel: Array, *, stride: int = 1, padding: int = 0, precision: Any = None
+) -> Array:
+    """`F.conv2d` on NHWC input with an HWIO kernel and symmetric zero padding.
+
+    An output smaller than the kernel goes through `_conv_small_output` (same values,
+    a faster input gradient on CPU); every other conv is XLA's convolution.
+    """
+    stride, pad = _pair(stride), _pair(padding)
+    kh, kw = kernel.shape[:2]
+    h_out = (x.shape[1] + 2 * pad[0] - kh) // stride[0] + 1
+    w_out = (x.shape[2] + 2 * pad[1] - kw) // stride[1] + 1
+    if h_out < kh or w_out < kw:
+        return _conv_small_output(x, kernel, stride, pad, precision)
+    return _conv_xla(x, kernel, stride, pad, precision)
 
 
 def _conv_transpose_direct(

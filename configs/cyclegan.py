@@ -68,6 +68,7 @@ def get_config(preset: str = "digits") -> ml_collections.ConfigDict:
     # Execution.
     c.dtype = "float32"         # compute dtype: float32 (parity) | bfloat16 (params, optimizer, losses stay float32)
     c.remat = False             # recompute ResNet blocks in the backward pass (less memory)
+    c.fuse_passes = True        # one pass per network over real+fake / real_A+real_B (instance norm, no dropout)
     c.max_steps = -1            # stop after this many steps (-1: the epochs decide)
     c.log_every = 100           # fetch metrics from the device every k steps
     c.sample_every = 1000       # write an image grid every k steps

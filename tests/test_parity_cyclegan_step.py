@@ -21,6 +21,7 @@ import torch
 
 from configs import cyclegan as cyclegan_config
 from unpaired import methods, pool, torch_io
+from unpaired.methods import cyclegan as cyclegan_method
 
 from tests.helpers import biases_before_instance_norm, grad_errors, nchw, rel_err, x64
 from tests.torch_reference import cyclegan as ref
@@ -86,8 +87,8 @@ def to_f64(tree):
 
 @pytest.mark.parametrize("overrides", [
     {}, {"gan_mode": "vanilla"}, {"lambda_identity": 0.0}, {"gan_mode": "wgangp", "gp_weight": 0.0},
-    {"gan_mode": "hinge"},
-], ids=["lsgan", "vanilla", "no-identity", "wgangp-no-gp", "hinge"])
+    {"gan_mode": "hinge"}, {"fuse_passes": False}, {"norm": "batch"},
+], ids=["lsgan", "vanilla", "no-identity", "wgangp-no-gp", "hinge", "unfused", "batchnorm"])
 def test_every_loss_term_matches_in_float32(overrides):
     config = tiny_config(**overrides)
     method, state, reference = build(config)
@@ -115,8 +116,10 @@ def test_every_loss_term_matches_in_float32(overrides):
     assert abs(float(ours_d) - float(d_total)) < 1e-5 * scale
 
 
-def test_total_loss_gradients_match_in_float64():
-    config = tiny_config()
+@pytest.mark.parametrize("fuse_passes", [True, False], ids=["fused", "unfused"])
+def test_total_loss_gradients_match_in_float64(fuse_passes):
+    config = tiny_config(fuse_passes=fuse_passes)
+    assert methods.build(config).fuse_passes == fuse_passes
     method, state, reference = build(config, torch.float64)
     batch = batch_of(2, np.float64)
     real_A, real_B = nchw(batch["A"]), nchw(batch["B"])
@@ -205,3 +208,18 @@ def test_train_step_runs_without_host_transfers_and_learns_with_bf16():
     assert all(np.isfinite(float(v)) for v in metrics.values())
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(state.params))
     assert metrics["G"].dtype == jnp.float32
+
+
+def test_passes_are_fused_only_where_samples_stay_independent():
+    """BatchNorm mixes the samples of a pass and dropout draws per call: no fusion there."""
+    assert methods.build(tiny_config()).fuse_passes
+    assert not methods.build(tiny_config(norm="batch")).fuse_passes
+    assert not methods.build(tiny_config(no_dropout=False)).fuse_passes
+    assert not methods.build(tiny_config(fuse_passes=False)).fuse_passes
+    a, b = jnp.arange(6.0).reshape(3, 2), -jnp.arange(6.0).reshape(3, 2)
+    both = cyclegan_method._concat(a, b)
+    np.testing.assert_array_equal(both[0], a[0])
+    np.testing.assert_array_equal(both[1], b[0])  # interleaved: shards stay on their device
+    first, second = cyclegan_method._split(both)
+    np.testing.assert_array_equal(first, a)
+    np.testing.assert_array_equal(second, b)

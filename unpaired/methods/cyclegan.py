@@ -34,6 +34,22 @@ def _dtype(name: str) -> Any:
     return COMPUTE_DTYPES[name]
 
 
+def _concat(first: Array, second: Array) -> Array:
+    """Two equal-shaped batches as one, interleaved sample by sample (see `fuse_passes`).
+
+    Interleaving keeps each device's shard of a data-parallel batch on that device,
+    where `concatenate` would move half of every shard.
+    """
+    both = jnp.stack([first, second], axis=1)
+    return both.reshape((-1,) + first.shape[1:])
+
+
+def _split(both: Array) -> tuple[Array, Array]:
+    """The two batches of a `_concat` pass's output."""
+    pairs = both.reshape((-1, 2) + both.shape[1:])
+    return pairs[:, 0], pairs[:, 1]
+
+
 class _Runner:
     """Applies networks in order while threading their BatchNorm statistics.
 
@@ -89,6 +105,13 @@ class CycleGAN:
                 "config.lambda_identity > 0 needs config.input_nc == config.output_nc "
                 f"(got {self.input_nc} and {self.output_nc})"
             )
+        # One forward pass per network over images that the reference passes separately
+        # (G_A on real_A and real_B, D on real and fake): the same per-sample values, since
+        # InstanceNorm and the convs act per sample, in half the passes. BatchNorm mixes
+        # samples and dropout draws masks per call, so those keep separate passes.
+        self.fuse_passes = bool(config.get("fuse_passes", True)) and (
+            config.norm != "batch" and config.no_dropout
+        )
         dtype = _dtype(config.dtype)
         make_G = lambda out_nc: nets.define_G(
             config.netG, out_nc, config.ngf, config.norm, not config.no_dropout,
@@ -148,14 +171,21 @@ class CycleGAN:
         """The reference's `forward` + `backward_G` loss; aux holds terms, fakes, new stats."""
         run = _Runner(self.modules, model_state, key, train=True)
         real_A, real_B = batch["A"], batch["B"]
-        fake_B = run("G_A", g_params["G_A"], real_A)
-        rec_A = run("G_B", g_params["G_B"], fake_B)
-        fake_A = run("G_B", g_params["G_B"], real_B)
-        rec_B = run("G_A", g_params["G_A"], fake_A)
         terms = {}
+        if self.lambda_identity > 0 and self.fuse_passes:
+            fake_B, idt_A = _split(run("G_A", g_params["G_A"], _concat(real_A, real_B)))
+            fake_A, idt_B = _split(run("G_B", g_params["G_B"], _concat(real_B, real_A)))
+            rec_A = run("G_B", g_params["G_B"], fake_B)
+            rec_B = run("G_A", g_params["G_A"], fake_A)
+        else:
+            fake_B = run("G_A", g_params["G_A"], real_A)
+            rec_A = run("G_B", g_params["G_B"], fake_B)
+            fake_A = run("G_B", g_params["G_B"], real_B)
+            rec_B = run("G_A", g_params["G_A"], fake_A)
+            if self.lambda_identity > 0:
+                idt_A = run("G_A", g_params["G_A"], real_B)
+                idt_B = run("G_B", g_params["G_B"], real_A)
         if self.lambda_identity > 0:
-            idt_A = run("G_A", g_params["G_A"], real_B)
-            idt_B = run("G_B", g_params["G_B"], real_A)
             terms["idt_A"] = losses.l1_loss(idt_A, real_B) * self.lambda_B * self.lambda_identity
             terms["idt_B"] = losses.l1_loss(idt_B, real_A) * self.lambda_A * self.lambda_identity
         else:
@@ -185,8 +215,11 @@ class CycleGAN:
         fake_B = jax.lax.stop_gradient(fake_B)
         terms = {}
         for d_name, real, fake in (("D_A", batch["B"], fake_B), ("D_B", batch["A"], fake_A)):
-            real_logits = run(d_name, d_params[d_name], real)
-            fake_logits = run(d_name, d_params[d_name], fake)
+            if self.fuse_passes:
+                real_logits, fake_logits = _split(run(d_name, d_params[d_name], _concat(real, fake)))
+            else:
+                real_logits = run(d_name, d_params[d_name], real)
+                fake_logits = run(d_name, d_params[d_name], fake)
             terms[d_name] = losses.discriminator_loss(real_logits, fake_logits, self.gan_mode)
             if self.gp_weight > 0:
                 key, alpha_key = jax.random.split(key)

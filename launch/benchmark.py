@@ -9,6 +9,19 @@
 then, as the LAST stdout line, one JSON object (img_per_s, torch_eager_img_per_s,
 ratio_vs_torch_eager, step_ms, compile_s, flops_per_step, fraction_of_peak, ...).
 `--torch=none` needs no torch installed. All logic is in `unpaired.benchmark`.
+
+JAX and the torch modes are prepared and warmed up first, then timed in `--rounds`
+alternating rounds (JAX, torch eager, torch compile, then again), so that load drift on a
+shared machine hits all of them alike; `ratio_vs_torch_<mode>` is the median of the
+per-round ratios, `ratio_vs_torch_<mode>_of_medians` that of the whole-run medians.
+`--data_rate` also times the config's input pipeline alone (as `unpaired.train` builds
+it): `data_img_per_s` and `data_bound_ratio` (>1: the pipeline keeps up with the step).
+`launch/benchmark_gpu.sh` runs the four GPU target configurations.
+
+GPU memory: JAX and PyTorch share the device in one process, so unless
+XLA_PYTHON_CLIENT_PREALLOCATE is already set this sets it to `false` before JAX starts
+(JAX would otherwise reserve 75% of the device and the torch side could run out of
+memory); JAX's reported peak (`peak_bytes_in_use`) does not depend on it.
 """
 
 from __future__ import annotations
@@ -35,6 +48,11 @@ _PRECISION = flags.DEFINE_enum(
     "precision", None, ["fp32", "bf16"], "Compute precision (default: config.dtype)."
 )
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps per framework (median reported).")
+_ROUNDS = flags.DEFINE_integer(
+    "rounds", 5,
+    "Timing rounds (at most --steps): each times its share of the steps of every contender in "
+    "turn (JAX, torch eager, torch compile); ratio_vs_torch_* is the median per-round ratio.",
+)
 _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps after compilation.")
 _TORCH = flags.DEFINE_string(
     "torch", "eager", "Comma-separated PyTorch modes to time (eager, compile), or 'none'."
@@ -64,6 +82,12 @@ _XLA_FLAGS = flags.DEFINE_string(
 _APPEND = flags.DEFINE_string("append", None, "Append a markdown row to this file.")
 _NOTES = flags.DEFINE_string("notes", "", "Free text for the markdown row's notes column.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed for the initial state and random inputs.")
+_DATA_RATE = flags.DEFINE_bool(
+    "data_rate", False,
+    "Also time the config's input pipeline alone (make_loader + prefetch_to_device, as in "
+    "training): data_img_per_s and data_bound_ratio = data_img_per_s / img_per_s.",
+)
+_DATA_BATCHES = flags.DEFINE_integer("data_batches", 20, "Timed batches for --data_rate.")
 
 
 def _finite(value):
@@ -84,6 +108,8 @@ def main(argv):
         raise app.UsageError("--config is required, e.g. --config=configs/cyclegan.py:digits")
     if _XLA_FLAGS.value:  # before the first JAX computation initialises the backend
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_XLA_FLAGS.value}".strip()
+    # On GPU, leave room for PyTorch in the same process (a user's setting wins).
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
     from unpaired import benchmark
 
@@ -98,24 +124,32 @@ def main(argv):
 
     config = benchmark.resolve_config(_CONFIG.value, _BATCH.value, _IMAGE.value, _PRECISION.value)
     load_before = os.getloadavg()[0]
-    jax_result = benchmark.benchmark_jax(
-        config, steps=_STEPS.value, warmup=_WARMUP.value,
-        steps_per_dispatch=_SPD.value, unroll=_UNROLL.value, donate=_DONATE.value, seed=_SEED.value,
-        hlo_summary_wanted=_HLO.value,
-    )
-    torch_result = None
+    if _ROUNDS.value < 1:
+        raise app.UsageError("--rounds must be >= 1")
+    skipped = {}
+    torch_device = None
     if torch_modes:
-        device, reason = benchmark.torch_device_for(jax_result["platform"])
-        if device is None:
-            torch_result = {f"torch_{m}_error": f"skipped: {reason}" for m in torch_modes}
-        else:
-            torch_result = benchmark.benchmark_torch(
-                config, device=device, modes=torch_modes,
-                steps=_TORCH_STEPS.value or _STEPS.value, warmup=_WARMUP.value,
-                seed=_SEED.value, flush_denormal=_TORCH_FTZ.value, threads=_CPU_THREADS.value,
-            )
-    result = benchmark.compare(config, jax_result, torch_result)
+        torch_device, reason = benchmark.torch_device_for(benchmark.jax_platform())
+        if torch_device is None:
+            skipped = {f"torch_{m}_error": f"skipped: {reason}" for m in torch_modes}
+            torch_modes = []
+    jax_result, torch_result = benchmark.benchmark_interleaved(
+        config, torch_modes=torch_modes, torch_device=torch_device or "cpu",
+        steps=_STEPS.value, torch_steps=_TORCH_STEPS.value, rounds=_ROUNDS.value,
+        warmup=_WARMUP.value, steps_per_dispatch=_SPD.value, unroll=_UNROLL.value,
+        donate=_DONATE.value, seed=_SEED.value, hlo_summary_wanted=_HLO.value,
+        flush_denormal=_TORCH_FTZ.value, threads=_CPU_THREADS.value,
+    )
+    torch_result.update(skipped)
+    data_result = None
+    if _DATA_RATE.value:
+        try:
+            data_result = benchmark.measure_data_rate(config, batches=_DATA_BATCHES.value)
+        except Exception as err:  # noqa: BLE001 - e.g. the preset's dataset is absent here
+            data_result = {"data_img_per_s": None, "data_rate_error": benchmark.error_text(err)}
+    result = benchmark.compare(config, jax_result, torch_result, data_result)
     result["xla_flags"] = os.environ.get("XLA_FLAGS", "")
+    result["xla_python_client_preallocate"] = os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE")
     result["cpus"] = cpus if cpus is not None else sorted(os.sched_getaffinity(0))
     result["load_avg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
 

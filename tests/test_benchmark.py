@@ -1,8 +1,10 @@
 """Smoke test of the training-step benchmark (launch/benchmark.py, unpaired/benchmark.py).
 
 One small CPU run through the command line (digits preset, batch 2, 32x32, ngf/ndf 8,
-no identity loss, 3 timed steps, JAX and torch eager; about 20-30 s) checks the JSON contract of the last stdout line and
-the markdown row. Timings are never asserted, only that they are positive and finite.
+no identity loss, 3 timed steps in 3 interleaved rounds, JAX and torch eager; about 20-30 s)
+checks the JSON contract of the last stdout line and the markdown row; the input pipeline's
+rate and the rounds' bookkeeping are checked by direct calls. Timings are never asserted,
+only that they are positive and finite.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+from configs import cyclegan
 from unpaired import benchmark, layers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,10 +49,17 @@ def test_launch_benchmark_smoke(tmp_path):
                 "step_ms", "peak_memory_bytes", "flops_per_step"):
         assert _positive(result[key]), (key, result[key])
     assert result["img_per_s"] == pytest.approx(2e3 / result["step_ms"])
-    assert result["ratio_vs_torch_eager"] == pytest.approx(
+    # Interleaved rounds: the ratio is the median of per-round ratios; the medians' ratio is kept.
+    assert result["ratio_vs_torch_eager_of_medians"] == pytest.approx(
         result["img_per_s"] / result["torch_eager_img_per_s"])
+    assert result["rounds"] == 3 and len(result["ratio_vs_torch_eager_rounds"]) == 3
+    assert all(_positive(r) for r in result["ratio_vs_torch_eager_rounds"])
+    assert result["timed_steps"] == result["torch_eager_timed_steps"] == 3
+    assert result["step_ms_min"] <= result["step_ms"]
     assert result["fraction_of_peak"] is None  # no known peak for a CPU
     assert result["torch_compile_img_per_s"] is None and result["ratio_vs_torch_compile"] is None
+    assert result["ratio_vs_torch_compile_of_medians"] is None
+    assert "data_img_per_s" not in result  # only with --data_rate
     assert (result["batch_size"], result["image_size"], result["precision"]) == (2, 32, "fp32")
     assert result["method"] == "cyclegan" and result["ngf"] == 8
     assert result["device"] and result["platform"] == "cpu"
@@ -108,3 +118,39 @@ def test_peak_flops_table_and_append(tmp_path):
     benchmark.append_markdown_row(str(path), "| b |")
     assert path.read_text().splitlines()[-2:] == ["| a |", "| b |"]
     assert path.read_text().count(benchmark.MARKDOWN_HEADER) == 1
+
+
+def test_data_rate_digits():
+    """--data_rate's measurement on the built-in digits (offline): positive, finite, the preset's shape."""
+    config = benchmark.resolve_config(cyclegan.get_config("digits"), batch_size=4)
+    rate = benchmark.measure_data_rate(config, batches=5, warmup=1)
+    assert _positive(rate["data_img_per_s"]) and _positive(rate["data_batch_ms"])
+    assert rate["data_img_per_s"] == pytest.approx(4e3 / rate["data_batch_ms"])
+    assert rate["data_batch_shape"] == [4, 32, 32, 1] and rate["data_source"] == "digits"
+    fake_step = {"img_per_s": 50.0, "step_ms": 80.0, "device": "cpu", "flops_per_step": None}
+    result = benchmark.compare(config, fake_step, None, rate)
+    assert _positive(result["data_bound_ratio"])
+    assert result["data_bound_ratio"] == pytest.approx(rate["data_img_per_s"] / 50.0)
+
+
+def test_rounds_interleave_and_drop_failures():
+    """time_rounds runs A B C per round, splits the calls evenly and drops a failing optional runner."""
+    order = []
+
+    def runner(name, fail_at=None, may_fail=True, k=1):
+        def call():
+            order.append(name)
+            if fail_at is not None and order.count(name) == fail_at:
+                raise RuntimeError(f"{name} broke\nsecond line")
+        return benchmark.Runner(name, call, k, may_fail=may_fail)
+
+    runners = [runner("jax", may_fail=False, k=2), runner("torch_eager"), runner("torch_compile", fail_at=2)]
+    times, errors = benchmark.time_rounds(
+        runners, {"jax": 5, "torch_eager": 3, "torch_compile": 3}, rounds=3)
+    assert order[:6] == ["jax", "jax", "torch_eager", "torch_compile", "jax", "jax"]
+    assert [len(r) for r in times["jax"]] == [2, 2, 1] and [len(r) for r in times["torch_eager"]] == [1, 1, 1]
+    assert errors == {"torch_compile": "RuntimeError: torch_compile broke"} and "torch_compile" not in times
+    assert benchmark.round_sizes(7, 3) == [3, 2, 2] and benchmark.round_sizes(2, 3) == [1, 1, 1]
+    assert benchmark.round_ratios([[1.0, 3.0], [2.0]], [[4.0], [1.0, 1.0]]) == [2.0, 0.5]
+    with pytest.raises(RuntimeError):
+        benchmark.time_rounds([runner("boom", fail_at=1, may_fail=False)], {"boom": 1}, rounds=1)

@@ -2,15 +2,20 @@
 
 Pure functions; `launch/benchmark.py` is the command line around them.
 
-* `benchmark_jax(config, ...)` builds the method named by `config.method` through
-  `unpaired.methods.build`, jits its `train_step` (state donated), and measures compile
-  time, the median step time over synchronised timed steps, img/s, peak memory and
-  the XLA cost analysis of the compiled step.
-* `benchmark_torch(config, ...)` times the same step in the PyTorch reference, looked up by
-  `config.method` in `tests.torch_reference.REFERENCE_STEPS` (eager, and `torch.compile`
-  where it works). torch and the reference are imported lazily, only here.
-* `compare`, `format_table`, `markdown_row` turn the two dicts into the result line,
-  the human table and a row of `docs/benchmarks.md`.
+* Each contender is a `Runner`: `prepare_jax(config, ...)` builds the method named by
+  `config.method` through `unpaired.methods.build`, jits its `train_step` (state donated,
+  kept in the runner's closure), times the compile and warms up; `prepare_torch(config,
+  mode=...)` does the same for the PyTorch reference step, looked up by `config.method` in
+  `tests.torch_reference.REFERENCE_STEPS`, eager or under `torch.compile` (torch and the
+  reference are imported lazily, only there).
+* `benchmark_interleaved` times JAX and the torch modes in alternating rounds (A B C, A B C,
+  ...) so that load drift on a shared machine hits every contender alike, and reports the
+  median over rounds of the per-round JAX/torch ratio. `benchmark_jax` and `benchmark_torch`
+  time one side alone.
+* `measure_data_rate` times the input pipeline alone (make_loader + prefetch_to_device, as
+  `unpaired.train` builds it), to compare with the step rate.
+* `compare`, `format_table`, `markdown_row` turn the dicts into the result line, the human
+  table and a row of `docs/benchmarks.md`.
 
 img/s counts images per domain per step: `batch_size / step time` (what the reference
 reports and what the PyTorch figures in `shared/reference/performance.md` mean).
@@ -19,6 +24,8 @@ Nothing here changes numerics: the benchmarked step is the library's own `train_
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import importlib
 import importlib.metadata
 import math
@@ -29,7 +36,7 @@ import resource
 import statistics
 import sys
 import time
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import ml_collections
 
@@ -195,7 +202,97 @@ def hlo_summary(lowered_text: str, optimized_text: str = "") -> dict[str, int]:
     return counts
 
 
+# --------------------------------------------------------------------------- runners and rounds
+
+
+@dataclasses.dataclass(frozen=True)
+class Runner:
+    """One prepared, warmed-up contender: `call()` runs one synchronised call of `steps_per_call` steps.
+
+    `info` holds the figures known after preparation (compile time, first step); `finish()`
+    those known only after timing (final metrics checked, peak memory). A runner with
+    `may_fail` is dropped from the rounds, with its error, if a call raises.
+    """
+
+    name: str
+    call: Callable[[], None]
+    steps_per_call: int = 1
+    info: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    finish: Callable[[], dict[str, Any]] = dict
+    may_fail: bool = False
+
+
+def round_sizes(calls: int, rounds: int) -> list[int]:
+    """`calls` timed calls split over `rounds` rounds as evenly as possible (at least 1 each)."""
+    if calls < 1 or rounds < 1:
+        raise ValueError(f"need calls >= 1 and rounds >= 1, got {calls}, {rounds}")
+    base, extra = divmod(calls, rounds)
+    return [max(base + (r < extra), 1) for r in range(rounds)]
+
+
+def error_text(err: BaseException) -> str:
+    """`Type: first line of the message`, at most 300 characters, for the result record."""
+    message = str(err).splitlines()[0] if str(err) else ""
+    return f"{type(err).__name__}: {message}"[:300]
+
+
+def time_rounds(
+    runners: Sequence[Runner], calls: Mapping[str, int], rounds: int
+) -> tuple[dict[str, list[list[float]]], dict[str, str]]:
+    """Times the runners in turn (A B C, A B C, ...) for `rounds` rounds, so load drift hits all alike.
+
+    Runner `name` makes `calls[name]` timed calls in all, split by `round_sizes`. Returns
+    per runner per round the seconds per step (call time / steps_per_call), and the errors
+    of the `may_fail` runners dropped after raising (their partial times are discarded).
+    """
+    sizes = {r.name: round_sizes(int(calls[r.name]), rounds) for r in runners}
+    times: dict[str, list[list[float]]] = {r.name: [] for r in runners}
+    errors: dict[str, str] = {}
+    for round_index in range(rounds):
+        for runner in runners:
+            if runner.name in errors:
+                continue
+            per_step = []
+            try:
+                for _ in range(sizes[runner.name][round_index]):
+                    start = time.perf_counter()
+                    runner.call()
+                    per_step.append((time.perf_counter() - start) / runner.steps_per_call)
+            except Exception as err:  # noqa: BLE001 - a failing optional contender is reported
+                if not runner.may_fail:
+                    raise
+                errors[runner.name] = error_text(err)
+                del times[runner.name]
+                continue
+            times[runner.name].append(per_step)
+    return times, errors
+
+
+def step_figures(rounds_times: Sequence[Sequence[float]], batch_size: int) -> dict[str, float]:
+    """img_per_s and step_ms from the median step over all rounds, step_ms_min from the fastest."""
+    flat = [t for round_times in rounds_times for t in round_times]
+    step_ms = _median_ms(flat)
+    return {"img_per_s": 1e3 * batch_size / step_ms, "step_ms": step_ms, "step_ms_min": 1e3 * min(flat)}
+
+
+def round_ratios(
+    jax_rounds: Sequence[Sequence[float]], torch_rounds: Sequence[Sequence[float]]
+) -> list[float]:
+    """Per round, JAX img/s over torch img/s (each from that round's median step): >1, JAX faster."""
+    return [
+        statistics.median(theirs) / statistics.median(ours)
+        for ours, theirs in zip(jax_rounds, torch_rounds)
+    ]
+
+
 # --------------------------------------------------------------------------- JAX
+
+
+def jax_platform() -> str:
+    """The platform of JAX's default device ('cpu', 'gpu', 'tpu'); initialises the backend."""
+    import jax
+
+    return jax.devices()[0].platform
 
 
 def _random_batch(method_config: ml_collections.ConfigDict, key, leading: tuple[int, ...] = ()):
@@ -234,6 +331,99 @@ def _device_peak_memory(device) -> int | None:
     return None
 
 
+def _check_counts(steps: int, warmup: int, steps_per_dispatch: int = 1, rounds: int = 1) -> None:
+    """ValueError unless the step, warm-up, dispatch and round counts make sense."""
+    if steps < 1 or warmup < 0 or steps_per_dispatch < 1 or rounds < 1:
+        raise ValueError("need steps >= 1, warmup >= 0, steps_per_dispatch >= 1, rounds >= 1")
+
+
+def prepare_jax(
+    config: ml_collections.ConfigDict,
+    *,
+    warmup: int = 3,
+    steps_per_dispatch: int = 1,
+    unroll: bool = True,
+    donate: bool = True,
+    seed: int = 0,
+    hlo_summary_wanted: bool = False,
+) -> Runner:
+    """The method's jitted `train_step`, compiled (timed) and warmed up, as the runner 'jax'.
+
+    The donated train state lives in the runner's closure. With `steps_per_dispatch` k > 1
+    one call runs k steps under `lax.scan` on k different random batches, fully unrolled
+    with `unroll` (XLA:CPU runs a CycleGAN step inside a rolled while loop about 7x slower,
+    see docs/benchmarks.md). `info`: compile_s (lower + compile), flops_per_step (XLA cost
+    analysis, None where the backend has none), device, platform, hlo (if asked), ...;
+    `finish()` checks the last metrics are finite and gives peak_memory_bytes (device peak
+    on GPU/TPU, process max RSS on CPU, see peak_memory_kind).
+    """
+    import jax
+
+    from unpaired import methods
+
+    _check_counts(1, warmup, steps_per_dispatch)
+    device = jax.devices()[0]
+    method = methods.build(config, steps_per_epoch=1)
+    key_state, key_data = jax.random.split(jax.random.PRNGKey(seed))
+    k = int(steps_per_dispatch)
+    if k == 1:
+        step_fn = method.train_step
+        batch = _random_batch(config, key_data)
+    else:
+        def step_fn(state, batches):
+            return jax.lax.scan(method.train_step, state, batches, unroll=k if unroll else 1)
+
+        batch = _random_batch(config, key_data, leading=(k,))
+    jitted = jax.jit(step_fn, donate_argnums=(0,) if donate else ())
+    carry = {"state": method.create_state(key_state), "metrics": None}
+
+    start = time.perf_counter()
+    lowered = jitted.lower(carry["state"], batch)
+    compiled = lowered.compile()
+    compile_s = time.perf_counter() - start
+    flops = _cost_flops(compiled)
+    if flops is not None and k > 1 and unroll:
+        flops /= k  # an unrolled scan holds k steps; a rolled one is counted once by XLA
+
+    def call() -> None:
+        carry["state"], carry["metrics"] = compiled(carry["state"], batch)
+        jax.block_until_ready((carry["state"], carry["metrics"]))
+
+    def finish() -> dict[str, Any]:
+        if carry["metrics"] is not None:
+            _check_finite(carry["metrics"])
+        peak = _device_peak_memory(device)
+        return {
+            "peak_memory_bytes": peak if peak is not None else max_rss_bytes(),
+            "peak_memory_kind": "device_peak_bytes_in_use" if peak is not None else "process_max_rss",
+        }
+
+    for _ in range(warmup):
+        call()
+    info: dict[str, Any] = {
+        "steps_per_dispatch": k,
+        "scan_unrolled": bool(unroll) if k > 1 else None,
+        "compile_s": compile_s,
+        "flops_per_step": flops,
+        "device": device.device_kind,
+        "platform": device.platform,
+        "device_count": jax.device_count(),
+        "donate": donate,
+    }
+    if hlo_summary_wanted:
+        info["hlo"] = hlo_summary(lowered.as_text(), compiled.as_text())
+    return Runner("jax", call, k, info, finish)
+
+
+def _jax_result(runner: Runner, rounds_times: Sequence[Sequence[float]], batch_size: int) -> dict[str, Any]:
+    """The JAX figures of a timed runner (keys as `benchmark_jax` documents)."""
+    out = step_figures(rounds_times, batch_size)
+    out["timed_steps"] = sum(len(r) for r in rounds_times) * runner.steps_per_call
+    out.update(runner.info)
+    out.update(runner.finish())
+    return out
+
+
 def benchmark_jax(
     config: ml_collections.ConfigDict,
     *,
@@ -245,81 +435,18 @@ def benchmark_jax(
     seed: int = 0,
     hlo_summary_wanted: bool = False,
 ) -> dict[str, Any]:
-    """Measures the method's jitted `train_step` on the default JAX device.
+    """Measures the method's jitted `train_step` alone on the default JAX device (see `prepare_jax`).
 
-    Each timed call is synchronised with `block_until_ready`; with `steps_per_dispatch`
-    k > 1 one call runs k steps under `lax.scan` (on k different random batches) and
-    per-step figures are the call's time / k; `unroll` (default) unrolls that scan fully:
-    XLA:CPU runs a CycleGAN step inside a rolled while loop about 7x slower (see
-    docs/benchmarks.md). `steps` counts timed calls. Returns
-    img_per_s, step_ms (median), step_ms_min, compile_s (lower + compile),
-    flops_per_step (XLA cost analysis, None where the backend has none),
-    peak_memory_bytes (device peak on GPU/TPU, process max RSS on CPU, see
-    peak_memory_kind), device, platform, and hlo (counts, if asked).
+    `steps` counts timed calls, each synchronised with `block_until_ready`; with
+    `steps_per_dispatch` k > 1 per-step figures are the call's time / k. Returns
+    img_per_s, step_ms (median), step_ms_min, timed_steps, compile_s, flops_per_step,
+    peak_memory_bytes, peak_memory_kind, device, platform, and hlo (counts, if asked).
     """
-    import jax
-
-    from unpaired import methods
-
-    if steps < 1 or warmup < 0 or steps_per_dispatch < 1:
-        raise ValueError("need steps >= 1, warmup >= 0, steps_per_dispatch >= 1")
-    device = jax.devices()[0]
-    method = methods.build(config, steps_per_epoch=1)
-    key_state, key_data = jax.random.split(jax.random.PRNGKey(seed))
-    state = method.create_state(key_state)
-    k = int(steps_per_dispatch)
-    if k == 1:
-        step_fn = method.train_step
-        batch = _random_batch(config, key_data)
-    else:
-        def step_fn(state, batches):
-            return jax.lax.scan(method.train_step, state, batches, unroll=k if unroll else 1)
-
-        batch = _random_batch(config, key_data, leading=(k,))
-    jitted = jax.jit(step_fn, donate_argnums=(0,) if donate else ())
-
-    start = time.perf_counter()
-    lowered = jitted.lower(state, batch)
-    compiled = lowered.compile()
-    compile_s = time.perf_counter() - start
-    flops = _cost_flops(compiled)
-    if flops is not None and k > 1 and unroll:
-        flops /= k  # an unrolled scan holds k steps; a rolled one is counted once by XLA
-    hlo = hlo_summary(lowered.as_text(), compiled.as_text()) if hlo_summary_wanted else None
-
-    for _ in range(warmup):
-        state, metrics = compiled(state, batch)
-        jax.block_until_ready((state, metrics))
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        state, metrics = compiled(state, batch)
-        jax.block_until_ready((state, metrics))
-        times.append(time.perf_counter() - start)
-    _check_finite(metrics)
-
-    step_ms = _median_ms(times) / k
-    batch_size = int(config.batch_size)
-    peak = _device_peak_memory(device)
-    out = {
-        "img_per_s": 1e3 * batch_size / step_ms,
-        "step_ms": step_ms,
-        "step_ms_min": 1e3 * min(times) / k,
-        "timed_steps": steps * k,
-        "steps_per_dispatch": k,
-        "scan_unrolled": bool(unroll) if k > 1 else None,
-        "compile_s": compile_s,
-        "flops_per_step": flops,
-        "peak_memory_bytes": peak if peak is not None else max_rss_bytes(),
-        "peak_memory_kind": "device_peak_bytes_in_use" if peak is not None else "process_max_rss",
-        "device": device.device_kind,
-        "platform": device.platform,
-        "device_count": jax.device_count(),
-        "donate": donate,
-    }
-    if hlo is not None:
-        out["hlo"] = hlo
-    return out
+    _check_counts(steps, warmup, steps_per_dispatch)
+    runner = prepare_jax(config, warmup=warmup, steps_per_dispatch=steps_per_dispatch,
+                         unroll=unroll, donate=donate, seed=seed, hlo_summary_wanted=hlo_summary_wanted)
+    times, _ = time_rounds([runner], {runner.name: steps}, rounds=1)
+    return _jax_result(runner, times[runner.name], int(config.batch_size))
 
 
 def _check_finite(metrics: Mapping[str, Any]) -> None:
@@ -347,6 +474,112 @@ def torch_device_for(jax_platform: str) -> tuple[str | None, str | None]:
     return None, f"no torch device matches JAX platform {jax_platform!r}"
 
 
+@contextlib.contextmanager
+def torch_settings(
+    device: str, *, flush_denormal: bool = True, threads: int | None = None
+) -> Iterator[dict[str, Any]]:
+    """torch's process-wide settings for the benchmark, restored on exit; yields them for the record.
+
+    On CUDA `cudnn.benchmark=True` (default TF32 settings kept). On CPU, `flush_denormal`
+    sets `torch.set_flush_denormal(True)`, which XLA:CPU does by default
+    (`--xla_cpu_ftz=true`): without it the reference's CPU step spends most of its time on
+    denormal arithmetic (7x slower on the digits config, see docs/benchmarks.md), which
+    would flatter JAX; `threads` sets `torch.set_num_threads`.
+    """
+    import torch
+
+    old_benchmark, old_threads = torch.backends.cudnn.benchmark, torch.get_num_threads()
+    if device == "cuda":
+        torch.backends.cudnn.benchmark = True
+    if device == "cpu":
+        torch.set_flush_denormal(bool(flush_denormal))
+        if threads:
+            torch.set_num_threads(int(threads))
+    try:
+        yield {
+            "torch_device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+            "torch_threads": torch.get_num_threads(),
+            "torch_flush_denormal": bool(flush_denormal) if device == "cpu" else None,
+        }
+    finally:
+        torch.backends.cudnn.benchmark = old_benchmark
+        if device == "cpu":
+            torch.set_flush_denormal(False)  # torch's default; it has no getter
+            torch.set_num_threads(old_threads)
+
+
+def prepare_torch(
+    config: ml_collections.ConfigDict,
+    *,
+    mode: str = "eager",
+    device: str = "cpu",
+    warmup: int = 3,
+    seed: int = 0,
+) -> Runner:
+    """The PyTorch reference's training step in `mode`, first-called (timed) and warmed up, as 'torch_<mode>'.
+
+    The step comes from `tests.torch_reference.build_reference_step` (looked up by
+    `config.method`): same architecture, batch, init and losses; bf16 runs under
+    `torch.autocast(device, torch.bfloat16)`; every call ends with `torch.cuda.synchronize()`
+    on CUDA. `info`: torch_<mode>_first_step_s (compiles under torch.compile) and, on CUDA,
+    torch_<mode>_peak_memory_bytes: `torch.cuda.max_memory_allocated()` over the build,
+    first and warm-up steps (peak stats reset first), less what was allocated before the
+    build (other modes' models), so it is this mode's own footprint. Call inside
+    `torch_settings`. Exceptions propagate.
+    """
+    import torch
+
+    if mode not in TORCH_MODES:
+        raise ValueError(f"unknown torch mode {mode!r}; expected some of {TORCH_MODES}")
+    _ensure_repo_root_on_path()
+    reference = importlib.import_module("tests.torch_reference")
+    cuda = device == "cuda"
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    if cuda:
+        sync()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+    dtype = torch.bfloat16 if precision_of(config) == "bf16" else torch.float32
+    batch_size, size = int(config.batch_size), int(config.data.crop_size)
+    gen = torch.Generator().manual_seed(seed)
+    real_A = (torch.rand(batch_size, int(config.input_nc), size, size, generator=gen) * 2 - 1).to(device)
+    real_B = (torch.rand(batch_size, int(config.output_nc), size, size, generator=gen) * 2 - 1).to(device)
+    torch.manual_seed(seed)
+    step = reference.build_reference_step(config, device=device, dtype=dtype, compile=(mode == "compile"))
+
+    def call() -> None:
+        step(real_A, real_B)
+        sync()
+
+    start = time.perf_counter()
+    call()  # first call: compiles under torch.compile
+    key = f"torch_{mode}"
+    info: dict[str, Any] = {f"{key}_first_step_s": time.perf_counter() - start}
+    for _ in range(max(warmup - 1, 0)):
+        call()
+    if cuda:
+        info[f"{key}_peak_memory_bytes"] = int(torch.cuda.max_memory_allocated() - base)
+    return Runner(key, call, 1, info, dict, may_fail=True)
+
+
+def _torch_result(runner: Runner, rounds_times: Sequence[Sequence[float]], batch_size: int) -> dict[str, Any]:
+    """torch_<mode>_img_per_s, _step_ms, _step_ms_min, _timed_steps and the runner's info."""
+    figures = step_figures(rounds_times, batch_size)
+    out = {f"{runner.name}_{k}": v for k, v in figures.items()}
+    out[f"{runner.name}_timed_steps"] = sum(len(r) for r in rounds_times)
+    out.update(runner.info)
+    return out
+
+
+def _torch_failed(mode: str, error: str) -> dict[str, Any]:
+    """The record of a torch mode that raised: no figures, its error."""
+    return {f"torch_{mode}_img_per_s": None, f"torch_{mode}_step_ms": None, f"torch_{mode}_error": error}
+
+
 def benchmark_torch(
     config: ml_collections.ConfigDict,
     *,
@@ -358,83 +591,31 @@ def benchmark_torch(
     flush_denormal: bool = True,
     threads: int | None = None,
 ) -> dict[str, Any]:
-    """Times the PyTorch reference's training step for `config` in each of `modes`.
+    """Times the PyTorch reference's step alone in each of `modes`, one after the other.
 
-    The reference step comes from `tests.torch_reference.build_reference_step` (looked
-    up by `config.method`): same architecture, batch, init and losses; bf16 runs under
-    `torch.autocast(device, torch.bfloat16)`. On CUDA `cudnn.benchmark=True` and the
-    default TF32 settings are used, and every timed step ends with
-    `torch.cuda.synchronize()`. On CPU, `flush_denormal` (default) sets
-    `torch.set_flush_denormal(True)`, which XLA:CPU does by default (`--xla_cpu_ftz=true`):
-    without it the reference's CPU step spends most of its time on denormal arithmetic
-    (7x slower on the digits config, see docs/benchmarks.md), which would flatter JAX.
-    `threads` sets `torch.set_num_threads` (CPU). Per mode it returns `torch_<mode>_img_per_s`,
-    `torch_<mode>_step_ms` and, for a mode that failed, None with `torch_<mode>_error`.
+    See `prepare_torch` and `torch_settings`. Per mode it returns `torch_<mode>_img_per_s`,
+    `torch_<mode>_step_ms` (median), `torch_<mode>_step_ms_min` and, for a mode that failed,
+    None with `torch_<mode>_error`; plus torch_device, torch_threads, torch_flush_denormal.
     """
-    import torch
-
-    _ensure_repo_root_on_path()
-    reference = importlib.import_module("tests.torch_reference")
-
     for mode in modes:
         if mode not in TORCH_MODES:
             raise ValueError(f"unknown torch mode {mode!r}; expected some of {TORCH_MODES}")
-    if device == "cuda":
-        torch.backends.cudnn.benchmark = True
-    if device == "cpu":
-        torch.set_flush_denormal(bool(flush_denormal))  # process-wide; reset to torch's default below
-        if threads:
-            torch.set_num_threads(int(threads))
-    dtype = torch.bfloat16 if precision_of(config) == "bf16" else torch.float32
+    _check_counts(steps, warmup)
     batch_size = int(config.batch_size)
-    size = int(config.data.crop_size)
-    gen = torch.Generator().manual_seed(seed)
-    real_A = (torch.rand(batch_size, int(config.input_nc), size, size, generator=gen) * 2 - 1).to(device)
-    real_B = (torch.rand(batch_size, int(config.output_nc), size, size, generator=gen) * 2 - 1).to(device)
-
-    def sync():
-        if device == "cuda":
-            torch.cuda.synchronize()
-
-    out: dict[str, Any] = {
-        "torch_device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-        "torch_threads": torch.get_num_threads(),
-        "torch_flush_denormal": bool(flush_denormal) if device == "cpu" else None,
-    }
-    for mode in modes:
-        key = f"torch_{mode}"
-        out[f"{key}_img_per_s"] = None
-        out[f"{key}_step_ms"] = None
-        try:
-            torch.manual_seed(seed)
-            step = reference.build_reference_step(
-                config, device=device, dtype=dtype, compile=(mode == "compile"))
-            start = time.perf_counter()
-            step(real_A, real_B)  # first call: compiles under torch.compile
-            sync()
-            first_s = time.perf_counter() - start
-            for _ in range(max(warmup - 1, 0)):
-                step(real_A, real_B)
-            sync()
-            times = []
-            for _ in range(steps):
-                start = time.perf_counter()
-                step(real_A, real_B)
-                sync()
-                times.append(time.perf_counter() - start)
-        except Exception as err:  # noqa: BLE001 - report, do not crash the benchmark
-            out[f"{key}_error"] = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
-            continue
-        step_ms = _median_ms(times)
-        out[f"{key}_img_per_s"] = 1e3 * batch_size / step_ms
-        out[f"{key}_step_ms"] = step_ms
-        out[f"{key}_step_ms_min"] = 1e3 * min(times)
-        out[f"{key}_first_step_s"] = first_s
-        if device == "cuda":
-            out[f"{key}_peak_memory_bytes"] = int(torch.cuda.max_memory_allocated())
-            torch.cuda.reset_peak_memory_stats()
-    if device == "cpu":
-        torch.set_flush_denormal(False)
+    with torch_settings(device, flush_denormal=flush_denormal, threads=threads) as settings:
+        out: dict[str, Any] = dict(settings)
+        for mode in modes:
+            try:
+                runner = prepare_torch(config, mode=mode, device=device, warmup=warmup, seed=seed)
+            except Exception as err:  # noqa: BLE001 - report, do not crash the benchmark
+                out.update(_torch_failed(mode, error_text(err)))
+                continue
+            times, errors = time_rounds([runner], {runner.name: steps}, rounds=1)
+            if errors:
+                out.update(_torch_failed(mode, errors[runner.name]))
+            else:
+                out.update(_torch_result(runner, times[runner.name], batch_size))
+            del runner, times  # free this mode's model before the next one is built
     return out
 
 
@@ -445,6 +626,134 @@ def _ensure_repo_root_on_path() -> None:
         sys.path.insert(0, root)
 
 
+# --------------------------------------------------------------------------- interleaved
+
+
+def benchmark_interleaved(
+    config: ml_collections.ConfigDict,
+    *,
+    torch_modes: Sequence[str] = ("eager",),
+    torch_device: str = "cpu",
+    steps: int = 20,
+    torch_steps: int | None = None,
+    rounds: int = 5,
+    warmup: int = 3,
+    steps_per_dispatch: int = 1,
+    unroll: bool = True,
+    donate: bool = True,
+    seed: int = 0,
+    hlo_summary_wanted: bool = False,
+    flush_denormal: bool = True,
+    threads: int | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """JAX and the torch modes timed in alternation, so a shared machine's load drift cancels in the ratios.
+
+    Every contender is prepared and warmed up first (`prepare_jax`, `prepare_torch`), then
+    timed in `rounds` rounds (at most `steps` and `torch_steps`), each timing its share of
+    the `steps` JAX calls and `torch_steps` (default `steps`) torch steps of every contender
+    in turn. Returns (JAX figures as `benchmark_jax`'s plus `rounds`, torch figures as
+    `benchmark_torch`'s plus, per timed mode, `ratio_vs_torch_<mode>`: the median over
+    rounds of JAX img/s / torch img/s from that round's median steps, and the per-round
+    list `ratio_vs_torch_<mode>_rounds`). A torch mode that raises is reported with its
+    error and dropped from the rounds. Without `torch_modes` torch is not imported.
+    """
+    for mode in torch_modes:
+        if mode not in TORCH_MODES:
+            raise ValueError(f"unknown torch mode {mode!r}; expected some of {TORCH_MODES}")
+    torch_steps = int(torch_steps or steps)
+    _check_counts(min(steps, torch_steps), warmup, steps_per_dispatch, rounds)
+    batch_size = int(config.batch_size)
+    jax_runner = prepare_jax(config, warmup=warmup, steps_per_dispatch=steps_per_dispatch,
+                             unroll=unroll, donate=donate, seed=seed, hlo_summary_wanted=hlo_summary_wanted)
+    if not torch_modes:
+        n_rounds = min(rounds, steps)
+        times, _ = time_rounds([jax_runner], {jax_runner.name: steps}, n_rounds)
+        return {**_jax_result(jax_runner, times[jax_runner.name], batch_size), "rounds": n_rounds}, {}
+
+    with torch_settings(torch_device, flush_denormal=flush_denormal, threads=threads) as settings:
+        torch_out: dict[str, Any] = dict(settings)
+        runners = [jax_runner]
+        for mode in torch_modes:
+            try:
+                runners.append(prepare_torch(config, mode=mode, device=torch_device, warmup=warmup, seed=seed))
+            except Exception as err:  # noqa: BLE001 - report, do not crash the benchmark
+                torch_out.update(_torch_failed(mode, error_text(err)))
+        n_rounds = min(rounds, steps, torch_steps)
+        calls = {r.name: steps if r is jax_runner else torch_steps for r in runners}
+        times, errors = time_rounds(runners, calls, n_rounds)
+        jax_out = {**_jax_result(jax_runner, times[jax_runner.name], batch_size), "rounds": n_rounds}
+        for runner in runners[1:]:
+            mode = runner.name[len("torch_"):]
+            if runner.name in errors:
+                torch_out.update(_torch_failed(mode, errors[runner.name]))
+                continue
+            torch_out.update(_torch_result(runner, times[runner.name], batch_size))
+            per_round = round_ratios(times[jax_runner.name], times[runner.name])
+            torch_out[f"ratio_vs_torch_{mode}"] = statistics.median(per_round)
+            torch_out[f"ratio_vs_torch_{mode}_rounds"] = per_round
+    return jax_out, torch_out
+
+
+# --------------------------------------------------------------------------- input pipeline
+
+
+def measure_data_rate(
+    config: ml_collections.ConfigDict,
+    *,
+    batches: int = 20,
+    warmup: int | None = None,
+    prefetch: int = 2,
+) -> dict[str, Any]:
+    """The input pipeline alone, built as `unpaired.train` builds it, to see if it can keep the step busy.
+
+    `make_loader(config.data, split='train', ...)` feeds `prefetch_to_device` (`prefetch`
+    batches in flight, batch-sharded over `train.data_mesh()`); after `warmup` batches
+    (default: the loader's and the device queue's depth plus one, so the first burst is not
+    timed) `batches` batches are pulled back to back, each until `block_until_ready`.
+    Returns data_img_per_s (batch_size / median seconds per batch), data_batch_ms (median),
+    data_first_batch_s (make_loader to the first batch on device), data_batch_shape (A's),
+    data_source and data_batches. Nothing else runs meanwhile: on CPU, where training's
+    pipeline shares the cores with the step, this is an upper bound.
+    """
+    import jax
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from unpaired import data, train
+
+    if batches < 1 or (warmup is not None and warmup < 0):
+        raise ValueError("need batches >= 1 and warmup >= 0")
+    start = time.perf_counter()
+    loader = data.make_loader(
+        config.data, split="train", batch_size=config.batch_size, seed=config.seed,
+        input_nc=config.input_nc, output_nc=config.output_nc,
+        shard_index=jax.process_index(), shard_count=jax.process_count())
+    warmup = loader.prefetch + prefetch + 1 if warmup is None else int(warmup)
+    sharding = NamedSharding(train.data_mesh(), PartitionSpec("data"))
+    stream = data.prefetch_to_device(loader.iterate(0, 1 + warmup + batches), size=prefetch, sharding=sharding)
+    try:
+        first = jax.block_until_ready(next(stream))
+        first_s = time.perf_counter() - start
+        for _ in range(warmup):
+            jax.block_until_ready(next(stream))
+        times = []
+        for _ in range(batches):
+            start = time.perf_counter()
+            jax.block_until_ready(next(stream))
+            times.append(time.perf_counter() - start)
+    finally:
+        stream.close()
+        loader.close()
+    batch_ms = _median_ms(times)
+    return {
+        "data_img_per_s": 1e3 * int(config.batch_size) / batch_ms,
+        "data_batch_ms": batch_ms,
+        "data_first_batch_s": first_s,
+        "data_batch_shape": list(first["A"].shape),
+        "data_source": str(config.data.source),
+        "data_batches": int(batches),
+    }
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -452,8 +761,15 @@ def compare(
     config: ml_collections.ConfigDict,
     jax_result: Mapping[str, Any],
     torch_result: Mapping[str, Any] | None = None,
+    data_result: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The result record: JAX figures, torch figures, ratios (>1: JAX faster), context."""
+    """The result record: JAX figures, torch figures, ratios (>1: JAX faster), data rate, context.
+
+    `ratio_vs_torch_<mode>` is the torch result's per-round median ratio where it has one
+    (`benchmark_interleaved`), else the ratio of the whole-run medians, which is always
+    `ratio_vs_torch_<mode>_of_medians`. With a `measure_data_rate` result,
+    `data_bound_ratio` = data_img_per_s / img_per_s (>1: the input pipeline keeps up).
+    """
     precision = precision_of(config)
     out: dict[str, Any] = {
         "method": config.method,
@@ -478,7 +794,14 @@ def compare(
     out.update(torch_result)
     for mode in TORCH_MODES:
         theirs = out.get(f"torch_{mode}_img_per_s")
-        out[f"ratio_vs_torch_{mode}"] = out["img_per_s"] / theirs if theirs else None
+        of_medians = out["img_per_s"] / theirs if theirs else None
+        per_round = torch_result.get(f"ratio_vs_torch_{mode}")
+        out[f"ratio_vs_torch_{mode}"] = per_round if per_round is not None and theirs else of_medians
+        out[f"ratio_vs_torch_{mode}_of_medians"] = of_medians
+    if data_result is not None:
+        out.update(data_result)
+        rate = data_result.get("data_img_per_s")
+        out["data_bound_ratio"] = rate / out["img_per_s"] if rate else None
     out["versions"] = versions()
     return out
 
@@ -509,12 +832,14 @@ def format_table(result: Mapping[str, Any]) -> str:
         f"jax {v.get('jax')} jaxlib {v.get('jaxlib')} flax {v.get('flax')} torch {v.get('torch')} "
         f"python {v.get('python')}",
         "",
-        f"{'':<16}{'img/s':>10}{'step ms':>10}{'vs JAX':>9}  notes",
+        f"{'':<16}{'img/s':>10}{'step ms':>10}{'min ms':>10}{'vs JAX':>9}  notes",
     ]
     lines.append(
         f"{'jax':<16}{_fmt(result['img_per_s']):>10}{_fmt(result['step_ms'], '.2f'):>10}"
+        f"{_fmt(result.get('step_ms_min'), '.2f'):>10}"
         f"{'1.00':>9}  compile {_fmt(result.get('compile_s'), '.1f')} s, "
-        f"steps/dispatch {result.get('steps_per_dispatch', 1)}"
+        f"steps/dispatch {result.get('steps_per_dispatch', 1)}, {result.get('timed_steps')} timed steps"
+        + (f" in {result['rounds']} rounds" if result.get("rounds") else "")
     )
     for mode in TORCH_MODES:
         ips = result.get(f"torch_{mode}_img_per_s")
@@ -522,15 +847,36 @@ def format_table(result: Mapping[str, Any]) -> str:
         if ips is None and err is None:
             continue
         rel = result["img_per_s"] / ips if ips else None
+        first = result.get(f"torch_{mode}_first_step_s")
+        note = err or (f"first step {first:.1f} s" if first is not None else "")
         lines.append(
             f"{'torch ' + mode:<16}{_fmt(ips):>10}{_fmt(result.get(f'torch_{mode}_step_ms'), '.2f'):>10}"
-            f"{_fmt(1 / rel if rel else None, '.2f'):>9}  {err or ''}"
+            f"{_fmt(result.get(f'torch_{mode}_step_ms_min'), '.2f'):>10}"
+            f"{_fmt(1 / rel if rel else None, '.2f'):>9}  {note}"
         )
     lines.append("")
     for mode in TORCH_MODES:
         ratio = result.get(f"ratio_vs_torch_{mode}")
-        if ratio is not None:
+        if ratio is None:
+            continue
+        per_round = result.get(f"ratio_vs_torch_{mode}_rounds")
+        if per_round:
+            lines.append(
+                f"JAX / torch {mode}: {ratio:.2f}x (median of {len(per_round)} per-round ratios, "
+                f"{min(per_round):.2f}-{max(per_round):.2f}; of whole-run medians "
+                f"{_fmt(result.get(f'ratio_vs_torch_{mode}_of_medians'), '.2f')}x)"
+            )
+        else:
             lines.append(f"JAX / torch {mode}: {ratio:.2f}x")
+    if result.get("data_img_per_s") is not None:
+        lines.append(
+            f"input pipeline alone ({result.get('data_source')}, batch "
+            f"{'x'.join(map(str, result.get('data_batch_shape') or []))}): "
+            f"{result['data_img_per_s']:.1f} img/s, {result['data_batch_ms']:.2f} ms/batch; "
+            f"data-bound ratio {_fmt(result.get('data_bound_ratio'), '.2f')} (>1: it keeps up with the JAX step)"
+        )
+    elif result.get("data_rate_error"):
+        lines.append(f"input pipeline alone: {result['data_rate_error']}")
     flops = result.get("flops_per_step")
     lines.append(
         f"XLA flops/step {_fmt(flops / 1e9 if flops else None, '.2f')} GFLOP; "
@@ -549,6 +895,14 @@ MARKDOWN_HEADER = (
     "| peak MiB | versions | notes |\n"
     "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
+
+
+def _data_note(result: Mapping[str, Any]) -> str:
+    """The markdown notes' mention of the input pipeline's rate, if it was measured."""
+    rate = result.get("data_img_per_s")
+    if rate is None:
+        return ""
+    return f"input pipeline alone {rate:.0f} img/s ({_fmt(result.get('data_bound_ratio'), '.2f')}x the JAX step)"
 
 
 def markdown_row(result: Mapping[str, Any], notes: str = "") -> str:
@@ -572,7 +926,7 @@ def markdown_row(result: Mapping[str, Any], notes: str = "") -> str:
         _fmt(result.get("compile_s"), ".1f"),
         _fmt(result["peak_memory_bytes"] / 2**20, ".0f"),
         f"jax {v.get('jax')}, torch {v.get('torch')}",
-        notes,
+        "; ".join(filter(None, [notes, _data_note(result)])),
     ]
     return "| " + " | ".join(c.replace("|", "/") for c in cells) + " |"
 

@@ -32,6 +32,19 @@ def _data(source: str = "folder") -> ml_collections.ConfigDict:
     ))
 
 
+def _grayscale_digits(c: ml_collections.ConfigDict, source: str, width: int) -> None:
+    """The digit presets' shared setup: 1-channel 32x32 images, unflipped, resnet_6blocks."""
+    c.input_nc = c.output_nc = 1
+    c.netG = "resnet_6blocks"
+    c.ngf = c.ndf = width
+    c.data = _data(source)
+    c.data.image_size = 32
+    c.data.preprocess = "none"
+    c.data.load_size = 32
+    c.data.crop_size = 32
+    c.data.no_flip = True   # digits are not mirror-symmetric
+
+
 def get_config(preset: str = "digits") -> ml_collections.ConfigDict:
     """The resolved config for `preset`; every field can be overridden as --config.x=y."""
     c = ml_collections.ConfigDict()
@@ -77,10 +90,7 @@ def get_config(preset: str = "digits") -> ml_collections.ConfigDict:
     c.data = _data()
 
     if preset == "digits":
-        c.input_nc = c.output_nc = 1
-        c.netG = "resnet_6blocks"
-        c.ngf = 16
-        c.ndf = 16
+        _grayscale_digits(c, "digits", width=16)
         c.batch_size = 8
         c.pool_size = 50
         c.n_epochs = 2
@@ -88,29 +98,14 @@ def get_config(preset: str = "digits") -> ml_collections.ConfigDict:
         c.log_every = 25
         c.sample_every = 100
         c.checkpoint_every = 100
-        c.data = _data("digits")
-        c.data.image_size = 32
-        c.data.preprocess = "none"
-        c.data.load_size = 32
-        c.data.crop_size = 32
-        c.data.no_flip = True   # digits are not mirror-symmetric
         c.data.num_workers = 2
     elif preset == "mnist2usps":
-        c.input_nc = c.output_nc = 1
-        c.netG = "resnet_6blocks"
-        c.ngf = 32
-        c.ndf = 32
+        _grayscale_digits(c, "idx", width=32)
         c.batch_size = 16
         c.n_epochs = 10
         c.n_epochs_decay = 10
-        c.data = _data("idx")
         c.data.idx_A = "../shared/data/mnist/train-images-idx3-ubyte.gz"
         c.data.idx_B = "../shared/data/usps/train-images-idx3-ubyte.gz"
-        c.data.image_size = 32
-        c.data.preprocess = "none"
-        c.data.load_size = 32
-        c.data.crop_size = 32
-        c.data.no_flip = True
     elif preset == "horse2zebra":
         c.data.dataroot = "datasets/horse2zebra"
     elif preset == "folder":

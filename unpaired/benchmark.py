@@ -10,8 +10,8 @@ Pure functions; `launch/benchmark.py` is the command line around them.
   reference are imported lazily, only there).
 * `benchmark_interleaved` times JAX and the torch modes in alternating rounds (A B C, A B C,
   ...) so that load drift on a shared machine hits every contender alike, and reports the
-  median over rounds of the per-round JAX/torch ratio. `benchmark_jax` and `benchmark_torch`
-  time one side alone.
+  median over rounds of the per-round JAX/torch ratio; with no torch modes it times JAX
+  alone.
 * `measure_data_rate` times the input pipeline alone (make_loader + prefetch_to_device, as
   `unpaired.train` builds it), to compare with the step rate.
 * `compare`, `format_table`, `markdown_row` turn the dicts into the result line, the human
@@ -104,7 +104,7 @@ def limit_cpus(n: int) -> list[int]:
     """Pins this process to the first `n` CPUs of its affinity mask (before JAX starts).
 
     XLA:CPU sizes its thread pool from the schedulable CPUs, so this limits JAX's threads;
-    pass the same `n` as `threads` to `benchmark_torch`. Returns the CPUs kept.
+    pass the same `n` as `threads` to `benchmark_interleaved`. Returns the CPUs kept.
     """
     cpus = sorted(os.sched_getaffinity(0))[: max(int(n), 1)]
     os.sched_setaffinity(0, cpus)
@@ -416,37 +416,14 @@ def prepare_jax(
 
 
 def _jax_result(runner: Runner, rounds_times: Sequence[Sequence[float]], batch_size: int) -> dict[str, Any]:
-    """The JAX figures of a timed runner (keys as `benchmark_jax` documents)."""
+    """The JAX figures of a timed runner: img_per_s, step_ms (median), step_ms_min, timed_steps,
+    and the runner's compile_s, flops_per_step, peak_memory_bytes, peak_memory_kind, device,
+    platform and hlo (counts, if asked)."""
     out = step_figures(rounds_times, batch_size)
     out["timed_steps"] = sum(len(r) for r in rounds_times) * runner.steps_per_call
     out.update(runner.info)
     out.update(runner.finish())
     return out
-
-
-def benchmark_jax(
-    config: ml_collections.ConfigDict,
-    *,
-    steps: int = 20,
-    warmup: int = 3,
-    steps_per_dispatch: int = 1,
-    unroll: bool = True,
-    donate: bool = True,
-    seed: int = 0,
-    hlo_summary_wanted: bool = False,
-) -> dict[str, Any]:
-    """Measures the method's jitted `train_step` alone on the default JAX device (see `prepare_jax`).
-
-    `steps` counts timed calls, each synchronised with `block_until_ready`; with
-    `steps_per_dispatch` k > 1 per-step figures are the call's time / k. Returns
-    img_per_s, step_ms (median), step_ms_min, timed_steps, compile_s, flops_per_step,
-    peak_memory_bytes, peak_memory_kind, device, platform, and hlo (counts, if asked).
-    """
-    _check_counts(steps, warmup, steps_per_dispatch)
-    runner = prepare_jax(config, warmup=warmup, steps_per_dispatch=steps_per_dispatch,
-                         unroll=unroll, donate=donate, seed=seed, hlo_summary_wanted=hlo_summary_wanted)
-    times, _ = time_rounds([runner], {runner.name: steps}, rounds=1)
-    return _jax_result(runner, times[runner.name], int(config.batch_size))
 
 
 def _check_finite(metrics: Mapping[str, Any]) -> None:
@@ -580,45 +557,6 @@ def _torch_failed(mode: str, error: str) -> dict[str, Any]:
     return {f"torch_{mode}_img_per_s": None, f"torch_{mode}_step_ms": None, f"torch_{mode}_error": error}
 
 
-def benchmark_torch(
-    config: ml_collections.ConfigDict,
-    *,
-    device: str = "cpu",
-    modes: Sequence[str] = ("eager",),
-    steps: int = 20,
-    warmup: int = 3,
-    seed: int = 0,
-    flush_denormal: bool = True,
-    threads: int | None = None,
-) -> dict[str, Any]:
-    """Times the PyTorch reference's step alone in each of `modes`, one after the other.
-
-    See `prepare_torch` and `torch_settings`. Per mode it returns `torch_<mode>_img_per_s`,
-    `torch_<mode>_step_ms` (median), `torch_<mode>_step_ms_min` and, for a mode that failed,
-    None with `torch_<mode>_error`; plus torch_device, torch_threads, torch_flush_denormal.
-    """
-    for mode in modes:
-        if mode not in TORCH_MODES:
-            raise ValueError(f"unknown torch mode {mode!r}; expected some of {TORCH_MODES}")
-    _check_counts(steps, warmup)
-    batch_size = int(config.batch_size)
-    with torch_settings(device, flush_denormal=flush_denormal, threads=threads) as settings:
-        out: dict[str, Any] = dict(settings)
-        for mode in modes:
-            try:
-                runner = prepare_torch(config, mode=mode, device=device, warmup=warmup, seed=seed)
-            except Exception as err:  # noqa: BLE001 - report, do not crash the benchmark
-                out.update(_torch_failed(mode, error_text(err)))
-                continue
-            times, errors = time_rounds([runner], {runner.name: steps}, rounds=1)
-            if errors:
-                out.update(_torch_failed(mode, errors[runner.name]))
-            else:
-                out.update(_torch_result(runner, times[runner.name], batch_size))
-            del runner, times  # free this mode's model before the next one is built
-    return out
-
-
 def _ensure_repo_root_on_path() -> None:
     """`tests.torch_reference` lives in the repo, not the package: import it from the root."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -651,10 +589,10 @@ def benchmark_interleaved(
     Every contender is prepared and warmed up first (`prepare_jax`, `prepare_torch`), then
     timed in `rounds` rounds (at most `steps` and `torch_steps`), each timing its share of
     the `steps` JAX calls and `torch_steps` (default `steps`) torch steps of every contender
-    in turn. Returns (JAX figures as `benchmark_jax`'s plus `rounds`, torch figures as
-    `benchmark_torch`'s plus, per timed mode, `ratio_vs_torch_<mode>`: the median over
-    rounds of JAX img/s / torch img/s from that round's median steps, and the per-round
-    list `ratio_vs_torch_<mode>_rounds`). A torch mode that raises is reported with its
+    in turn. Returns (JAX figures as `_jax_result`'s plus `rounds`; torch figures as
+    `_torch_result`'s and `torch_settings`' plus, per timed mode, `ratio_vs_torch_<mode>`:
+    the median over rounds of JAX img/s / torch img/s from that round's median steps, and
+    the per-round list `ratio_vs_torch_<mode>_rounds`). A torch mode that raises is reported with its
     error and dropped from the rounds. Without `torch_modes` torch is not imported.
     """
     for mode in torch_modes:

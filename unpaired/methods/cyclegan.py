@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from unpaired import losses, pool, schedules
+from unpaired.data.spec import DataSpec
 from unpaired.nets import cyclegan as nets
 from unpaired.state import TrainState, apply_group_update
 
@@ -89,6 +90,11 @@ class CycleGAN:
     networks = ("G_A", "G_B", "D_A", "D_B")
     visual_names = ("real_A", "fake_B", "rec_A", "real_B", "fake_A", "rec_B")
     groups = {"G": ("G_A", "G_B"), "D": ("D_A", "D_B")}
+
+    @classmethod
+    def data_spec(cls, config: ml_collections.ConfigDict) -> DataSpec:
+        """Two unlabelled domains: A with input_nc channels, B with output_nc."""
+        return DataSpec(domains=("A", "B"), channels={"A": config.input_nc, "B": config.output_nc})
 
     def __init__(self, config: ml_collections.ConfigDict, steps_per_epoch: int = 1):
         self.input_nc = config.input_nc

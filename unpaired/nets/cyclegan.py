@@ -21,6 +21,10 @@ Array = jax.Array
 
 GENERATORS = ("resnet_9blocks", "resnet_6blocks", "unet_128", "unet_256")
 DISCRIMINATORS = ("basic", "n_layers", "pixel")
+# Image sides each generator accepts must be multiples of these: the ResNet generators
+# downsample twice (and their transposed convs must give back the input size), a U-Net
+# `num_downs` times (unet_128: 7, unet_256: 8), and its skip concatenations need equal sizes.
+SIZE_MULTIPLES = {"resnet_9blocks": 4, "resnet_6blocks": 4, "unet_128": 128, "unet_256": 256}
 
 
 class ResnetBlock(nn.Module):

@@ -10,6 +10,7 @@ names explicitly are resolved; any other global is refused before anything runs.
 
 from __future__ import annotations
 
+import _compat_pickle
 import collections
 import io
 import os
@@ -190,7 +191,11 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return data
 
     def find_class(self, module: str, name: str) -> Any:
-        if module in ("builtins", "__builtin__") and name in _BUILTINS:
+        # Python 2 names (protocol 2 writes `__builtin__`) as Python 3 spells them.
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+        if module == "builtins" and name in _BUILTINS:
             return _BUILTINS[name]
         full = f"{module}.{name}"
         if full in self._allowed:
@@ -214,7 +219,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
         kind = pid[0].decode("ascii") if isinstance(pid[0], bytes) else pid[0]
         if kind == "module" and len(pid) == 4:  # legacy whole-module saves: (tag, class, file, source)
             return pid[1]
-        if kind == "storage" and self._load_storage is not None and isinstance(pid[1], _StorageType):
+        if (kind == "storage" and self._load_storage is not None and isinstance(pid[1], _StorageType)
+                and pid[1].dtype in _STORAGE_DTYPES.values()):
             return self._load_storage(*pid[1:])
         raise TorchFileError(f"{self._source}: unexpected persistent id {pid[:1]!r}")
 

@@ -160,9 +160,10 @@ def _tensor(entry: BundleEntry, raw: bytes, big_endian: bool, where: str) -> np.
     else:
         if entry.size != count * entry.dtype.itemsize:
             raise BundleError(f"{where}: {entry.size} bytes for shape {entry.shape} of {entry.dtype}")
-        dtype = entry.dtype.newbyteorder(">") if big_endian and entry.dtype.itemsize > 1 \
-            and entry.dtype.kind != "V" else entry.dtype
-        values = np.frombuffer(raw, dtype).astype(entry.dtype)
+        values = np.frombuffer(raw, entry.dtype).copy()
+        if big_endian and entry.dtype.itemsize > 1:  # swap each number (each half of a complex)
+            unit = entry.dtype.itemsize // (2 if entry.dtype.kind == "c" else 1)
+            values.view(f"u{unit}").byteswap(inplace=True)
         crc = crc32c.crc32c(raw)
     if crc32c.mask(crc) != entry.crc32c:
         raise BundleError(f"{where}: checksum mismatch (the data file is corrupt)")

@@ -189,13 +189,27 @@ def test_whole_pickled_module_reads_through_stand_ins(tmp_path, monkeypatch, fmt
     assert conv.torch_class == "torch.nn.modules.conv.Conv2d" and tuple(conv.stride) == (2, 2)
 
 
-def test_module_without_num_batches_tracked_as_torch_0_4_wrote_it(tmp_path, monkeypatch):
+class _Thnn:
+    """torch 0.4 modules held `_backend`, pickled as a call of this (now empty) function."""
+
+    def __reduce__(self):
+        import torch.nn.backends.thnn
+
+        return torch.nn.backends.thnn._get_thnn_function_backend, ()
+
+
+def test_module_as_torch_0_4_wrote_it(tmp_path, monkeypatch):
+    """No `num_batches_tracked`, a `_backend` attribute per module, legacy format, CUDA tags."""
     net = _ufdn_module(monkeypatch)
     for module in net.modules():
+        module._backend = _Thnn()
         if isinstance(module, nn.BatchNorm2d):
             del module._buffers["num_batches_tracked"]
     path = _save_whole(net, tmp_path / "vae_0_4", "legacy", monkeypatch)
-    ours = module_state_dict(read_torch_file(path, stand_ins=StandIns(["src.ufdn.UFDN"])))
+    assert b"_get_thnn_function_backend" in path.read_bytes()
+    stand_in = read_torch_file(path, stand_ins=StandIns(["src.ufdn.UFDN"]))
+    assert stand_in._backend is None
+    ours = module_state_dict(stand_in)
     assert not any(k.endswith("num_batches_tracked") for k in ours)
     assert list(ours) == list(net.state_dict())
     for key, tensor in net.state_dict().items():

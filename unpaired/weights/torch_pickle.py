@@ -134,7 +134,10 @@ def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
 
 def _as_tensor(storage: np.ndarray, offset: int, size: Any, stride: Any, source: str) -> np.ndarray:
     """A numpy view of `storage` with torch's (offset, size, stride) in elements, bounds-checked."""
-    if not isinstance(storage, np.ndarray) or storage.ndim != 1:
+    # A storage is a contiguous 1-D array, so the bounds check below is a check in bytes too
+    # (a crafted pickle could pass a stride-0 tensor as the storage of another tensor).
+    if (not isinstance(storage, np.ndarray) or storage.ndim != 1
+            or (storage.size > 1 and storage.strides != (storage.itemsize,))):
         raise TorchFileError(f"{source}: a tensor is built on {type(storage).__name__}, not a storage")
     shape = tuple(int(n) for n in size)
     strides = tuple(int(s) for s in stride)
@@ -208,10 +211,11 @@ class _RestrictedUnpickler(pickle.Unpickler):
             if full not in self._classes:
                 self._classes[full] = type(name, (ModuleStandIn,), {"torch_class": full})
             return self._classes[full]
+        hint = (f" (if it is a module class of a file you trust, allow it with "
+                f"stand_ins=StandIns(['{full}']))" if name[:1].isupper() else "")
         raise UnsafePickleError(
             f"{self._source}: refusing to load global '{full}'; only tensors, containers and "
-            f"allowed stand-in classes are read (a module class you trust can be allowed "
-            f"with stand_ins=StandIns(['{full}']))")
+            f"allowed stand-in classes are read{hint}")
 
     def persistent_load(self, pid: Any) -> Any:
         if not isinstance(pid, tuple) or not pid:

@@ -130,7 +130,7 @@ def test_crc32c_known_values_and_lanes():
         assert crc32c.unmask(crc32c.mask(value)) == value
 
 
-def test_big_endian_header_is_honoured(copy, monkeypatch):
+def test_big_endian_header_is_honoured():
     """A bundle flagged big-endian has its numbers byte-swapped (bfloat16 included)."""
     from unpaired.weights import tf_bundle
 

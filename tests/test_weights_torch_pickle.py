@@ -8,9 +8,7 @@ and pickles carrying code, which must be refused before anything runs.
 from __future__ import annotations
 
 import collections
-import io
 import os
-import pickle
 import subprocess
 import sys
 import types

@@ -20,6 +20,8 @@ def _data(source: str = "folder") -> ml_collections.ConfigDict:
         dataroot="",            # folder (or .zip: tfds) with trainA/ ... or <split>/<domain>/
         idx_A="",               # IDX image file or folder for domain A (source=idx)
         idx_B="",               # IDX image file or folder for domain B (source=idx)
+        idx_A_test="",          # test IDX file for A (default: the t10k- sibling of idx_A)
+        idx_B_test="",          # test IDX file for B
         idx="",                 # IDX files of any domains: "C=path,D=path" (idx_A/idx_B win for A/B)
         idx_test="",            # test IDX files "name=path" (default: the t10k- sibling of the train file)
         idx_labels="",          # IDX label files "name=path" (default: *-labels-idx1-ubyte[.gz] beside the images)

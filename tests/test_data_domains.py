@@ -135,15 +135,19 @@ def test_three_digit_domains_batch_with_labels(three_digits):
     assert (thick >= hand).all() and thick.sum() > 1.2 * hand.sum()  # bolder strokes, same digits
 
 
+def _rebuilt(loader: UnpairedLoader, **kw) -> UnpairedLoader:
+    """A fresh loader over the same sources and options (a restarted run, or another host)."""
+    kw.setdefault("num_workers", 0)
+    return UnpairedLoader(loader.sources, transforms=loader.transforms, labels=tuple(loader.labels),
+                          batch_size=loader.batch_size, seed=loader.seed, serial_batches=loader.serial_batches, **kw)
+
+
 def test_three_digit_domains_resume_and_shards(three_digits):
     with three_digits.iterate(0, 5) as it:
         stream = list(it)
-    resumed = make_loader(_cfg(preprocess="none", no_flip=True, num_workers=2), split="train", batch_size=6,
-                          seed=2, spec=THREE)
-    with resumed.iterate(3, 2) as it:
+    with _rebuilt(three_digits, num_workers=2).iterate(3, 2) as it:
         assert all(_same(x, y) for x, y in zip(it, stream[3:], strict=True))
-    shards = [make_loader(_cfg(preprocess="none", no_flip=True), split="train", batch_size=6, seed=2, spec=THREE,
-                          shard_index=i, shard_count=3) for i in range(3)]
+    shards = [_rebuilt(three_digits, shard_index=i, shard_count=3) for i in range(3)]
     assert _same(_concat([s.batch(4) for s in shards]), stream[4])
 
 
@@ -180,9 +184,9 @@ def test_labelled_idx_run_three_domains_resume_and_shards():
             assert batch[f"{d}_label"].dtype == np.int32
             assert np.array_equal(batch[f"{d}_label"], labels[d][idx[d]])
         assert not np.array_equal(batch["B"], batch["C"])  # C has its own draws
-    assert _same(make_loader(cfg, split="train", batch_size=8, seed=4, spec=spec).iterate(2, 1).__next__(), stream[2])
-    halves = [make_loader(cfg, split="train", batch_size=8, seed=4, spec=spec, shard_index=i, shard_count=2)
-              for i in range(2)]
+    with _rebuilt(loader, num_workers=2).iterate(2, 1) as it:
+        assert _same(next(it), stream[2])
+    halves = [_rebuilt(loader, shard_index=i, shard_count=2) for i in range(2)]
     assert _same(_concat([h.batch(3) for h in halves]), stream[3])
     test = make_loader(cfg, split="test", batch_size=8, seed=4, spec=spec)  # t10k files and labels by name
     t10k = read_idx(os.path.join(MNIST, "t10k-labels-idx1-ubyte.gz"))

@@ -260,6 +260,7 @@ def _three_domain_method(monkeypatch, spec: DataSpec) -> None:
 def test_missing_domain_is_an_error_naming_the_key(monkeypatch):
     config = cyclegan_config.get_config("mnist2usps")
     config.data.idx_A, config.data.idx_B = MNIST, USPS
+    config.lock()  # as config_flags hands it over: no new keys
     spec = DataSpec(("A", "B", "C"), {"A": 1, "B": 1, "C": 1})
     message = r"config\.data\.idx entry C must be set for config\.data\.source='idx' \(the method needs domain 'C'\): add C=<path> to config\.data\.idx"
     with pytest.raises(DataError, match=message):

@@ -68,6 +68,14 @@ def images(tmp_path_factory):
     return root
 
 
+def _pth_generator(path, **fields):
+    """A generator from a reference .pth, the architecture given as config fields."""
+    config = _tiny_config()
+    for key, value in fields.items():
+        config[key] = value
+    return tr.load_generator(path, config=config)
+
+
 def _random_state(method, seed):
     """A TrainState of `method` with N(0, GAIN) weights, made without compiling the inits.
 
@@ -197,7 +205,7 @@ def test_pth_file_matches_generator_and_torch(pth, images, tmp_path):
 @pytest.fixture(scope="module")
 def gen(pth):
     """One generator for the tests below, so they share its compiled shapes."""
-    return tr.load_pth_generator(pth[0], **TINY)
+    return _pth_generator(pth[0], **TINY)
 
 
 @pytest.mark.parametrize("mode", ["pad", "resize"])
@@ -214,7 +222,7 @@ def test_grayscale_model_writes_grayscale(tmp_path, images):
     net = ref.define_G(1, 1, 4, "resnet_6blocks", "instance", False)
     ref.init_weights(net, GAIN, torch.Generator().manual_seed(1))
     torch.save(net.state_dict(), tmp_path / "g.pth")
-    gen = tr.load_pth_generator(tmp_path / "g.pth", **{**TINY, "input_nc": 1, "output_nc": 1})
+    gen = _pth_generator(tmp_path / "g.pth", **{**TINY, "input_nc": 1, "output_nc": 1})
     rows = tr.translate_path(gen, images / "rgba.png", tmp_path / "out")
     with Image.open(tmp_path / "out" / rows[0].output) as img:
         assert img.mode == "L" and img.size == (37, 53)
@@ -225,10 +233,10 @@ def test_grayscale_model_writes_grayscale(tmp_path, images):
 def test_mismatched_pth_names_key_and_file(pth):
     path = pth[0]
     with pytest.raises(torch_io.StateDictMismatchError) as err:
-        tr.load_pth_generator(path, **{**TINY, "netG": "resnet_9blocks"})
+        _pth_generator(path, **{**TINY, "netG": "resnet_9blocks"})
     assert str(path) in str(err.value) and "model.16.conv_block.1.weight" in str(err.value)
     with pytest.raises(torch_io.StateDictMismatchError) as err:
-        tr.load_pth_generator(path, **{**TINY, "ngf": 8})
+        _pth_generator(path, **{**TINY, "ngf": 8})
     assert str(path) in str(err.value) and "key 'model.1." in str(err.value)
 
 
@@ -293,9 +301,9 @@ def test_output_names_are_unique():
 def test_sizes_and_pixel_conversion():
     assert [tr.valid_size(n, 4, "pad") for n in (1, 4, 37, 53)] == [4, 4, 40, 56]
     assert [tr.valid_size(n, 4, "resize") for n in (1, 37, 53, 54)] == [4, 36, 52, 56]
-    assert tr.valid_size(300, tr.size_multiple("unet_256"), "pad") == 512
-    assert tr.valid_size(300, tr.size_multiple("unet_256"), "resize") == 256
-    assert tr.size_multiple("unet_128") == 128
+    assert tr.valid_size(300, nets.SIZE_MULTIPLES["unet_256"], "pad") == 512
+    assert tr.valid_size(300, nets.SIZE_MULTIPLES["unet_256"], "resize") == 256
+    assert nets.SIZE_MULTIPLES["unet_128"] == 128
     y = np.array([-1.0, -0.5, 0.0, 0.999, 1.0, 1.5, np.nan], np.float32)
     np.testing.assert_array_equal(tr.tensor2im(y), [0, 63, 127, 254, 255, 255, 0])
     img = Image.fromarray(_rgb(5, 3, 0))

@@ -29,7 +29,7 @@ from unpaired.data.errors import DataError
 from unpaired.data.transforms import to_unit_range
 from unpaired.nets import cyclegan as nets
 
-from tests.helpers import nchw, nhwc
+from tests.helpers import nchw, nhwc, rel_err
 from tests.torch_reference import cyclegan as ref
 
 REPO = Path(__file__).resolve().parents[1]
@@ -362,3 +362,91 @@ def test_command_line_errors_end_with_the_message(pth, tmp_path, monkeypatch):
         flags.FLAGS.unparse_flags()
     message = str(exit_.value.code)
     assert message.startswith("error: ") and str(pth[0]) in message and "key 'model.1." in message
+
+
+def test_target_and_code_are_resolved_by_the_method(workdir, pth):
+    wd, _, _ = workdir
+    assert tr.make_request(None, "1", "0.3, 0.7,0") == tr.TranslationRequest(None, 1, (0.3, 0.7, 0.0))
+    assert tr.make_request("BtoA", "zebra", "") == tr.TranslationRequest("BtoA", "zebra", None)
+    with pytest.raises(ValueError, match=r"--code='0\.3,x' must be comma-separated numbers"):
+        tr.make_request(code="0.3,x")
+    with pytest.raises(ValueError, match=r"--direction='up'"):
+        tr.TranslationRequest(direction="up")
+    # CycleGAN: --target=A (or 0) is BtoA, i.e. G_B; B (or 1) is AtoB.
+    for target, net in (("A", "G_B"), (0, "G_B"), ("B", "G_A"), (1, "G_A")):
+        gen = tr.load_generator(wd, request=tr.TranslationRequest(target=target))
+        assert f"(cyclegan {net}: resnet_6blocks, ngf 4, norm instance, 3->3 channels)" in gen.source
+    for request, message in (
+            (tr.TranslationRequest(code=(0.5, 0.5)), r"--code does not apply to cyclegan"),
+            (tr.TranslationRequest(target="C"), r"--target='C' is not a cyclegan domain; expected A or B"),
+            (tr.TranslationRequest(direction="AtoB", target="A"),
+             r"--target=A means BtoA, but --direction=AtoB was given")):
+        with pytest.raises(tr.TranslateError, match=message):
+            tr.load_generator(wd, request=request)
+        with pytest.raises(tr.TranslateError, match=message):  # an official file too
+            tr.load_generator(pth[0], config=_tiny_config(), request=request)
+
+
+def test_eval_mode_false_is_the_reference_train_mode_forward(tmp_path):
+    """BatchNorm generator: eval_mode=False uses batch statistics exactly like torch's train()."""
+    torch.manual_seed(2)
+    net = ref.define_G(3, 3, 4, "resnet_6blocks", "batch", False)
+    ref.init_weights(net, 0.02, torch.Generator().manual_seed(2))  # the reference's gain
+    with torch.no_grad():  # give the running statistics values unlike any batch's
+        net.train()(torch.randn(4, 3, 16, 16) * 3 + 1)
+    path = tmp_path / "bn.pth"
+    torch.save(net.state_dict(), path)
+    x = np.random.RandomState(0).uniform(-1, 1, (2, 16, 16, 3)).astype(np.float32)
+    fields = dict(TINY, norm="batch")
+    config = _tiny_config()
+    for key, value in fields.items():
+        config[key] = value
+    train_gen = tr.load_generator(path, config=config, eval_mode=False)
+    eval_gen = tr.load_generator(path, config=config)
+    with torch.no_grad():
+        theirs_eval = nhwc(net.eval()(nchw(x)))
+        theirs_train = nhwc(net.train()(nchw(x)))
+    ours_train, ours_eval = np.asarray(train_gen.apply(x)), np.asarray(eval_gen.apply(x))
+    assert rel_err(ours_train, theirs_train) < 1e-5
+    assert rel_err(ours_eval, theirs_eval) < 1e-5
+    assert rel_err(theirs_train, theirs_eval) > 0.05  # the two modes really differ
+    # Batch composition matters in train mode: the first image alone gives another output.
+    alone = np.asarray(train_gen.apply(x[:1]))[0]
+    assert np.abs(alone - ours_train[0]).max() > 1e-3
+
+
+def test_eval_mode_false_runs_dropout_with_a_fixed_key(tmp_path):
+    torch.manual_seed(3)
+    net = ref.define_G(3, 3, 4, "resnet_6blocks", "instance", True)
+    ref.init_weights(net, 0.02, torch.Generator().manual_seed(3))
+    torch.save(net.state_dict(), tmp_path / "dropout.pth")
+    config = _tiny_config()
+    config.netG, config.ngf, config.no_dropout = "resnet_6blocks", 4, False
+    x = np.random.RandomState(1).uniform(-1, 1, (1, 16, 16, 3)).astype(np.float32)
+    train_gen = tr.load_generator(tmp_path / "dropout.pth", config=config, eval_mode=False)
+    eval_gen = tr.load_generator(tmp_path / "dropout.pth", config=config, eval_mode=True)
+    first, second = np.asarray(train_gen.apply(x)), np.asarray(train_gen.apply(x))
+    np.testing.assert_array_equal(first, second)  # reproducible
+    assert rel_err(first, eval_gen.apply(x)) > 1e-2  # dropout is active
+    with torch.no_grad():  # eval mode is the reference's eval forward
+        assert rel_err(eval_gen.apply(x), nhwc(net.eval()(nchw(x)))) < 1e-5
+
+
+def test_command_line_target_eval_mode_and_code_flags(pth, images, tmp_path):
+    """--target and --eval_mode reach the generator; --code ends with the method's one-line message."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS=os.environ.get("XLA_FLAGS", "--xla_backend_optimization_level=0"))
+    src = images / "sub" / "valid.png"
+    cmd = [sys.executable, "-m", "launch.translate", f"--checkpoint={pth[0]}", f"--input={src}",
+           f"--output={tmp_path / 'out'}", "--config.netG=resnet_6blocks", "--config.ngf=4"]
+    done = subprocess.run(cmd + ["--target=B", "--eval_mode=false"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    expected = _direct(_pth_generator(pth[0], **TINY).apply, src, 3)
+    np.testing.assert_array_equal(_read(tmp_path / "out" / "valid.png"), expected)  # no BN, no dropout
+    refused = subprocess.run(cmd + ["--code=0.3,0.7"], cwd=REPO, env=env, capture_output=True,
+                             text=True, timeout=120)
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines()[-1] == (
+        "error: --code does not apply to cyclegan (two domains, no domain code); "
+        "use --direction=AtoB|BtoA or --target=A|B")

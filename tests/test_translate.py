@@ -373,18 +373,21 @@ def test_target_and_code_are_resolved_by_the_method(workdir, pth):
     with pytest.raises(ValueError, match=r"--direction='up'"):
         tr.TranslationRequest(direction="up")
     # CycleGAN: --target=A (or 0) is BtoA, i.e. G_B; B (or 1) is AtoB.
-    for target, net in (("A", "G_B"), (0, "G_B"), ("B", "G_A"), (1, "G_A")):
-        gen = tr.load_generator(wd, request=tr.TranslationRequest(target=target))
-        assert f"(cyclegan {net}: resnet_6blocks, ngf 4, norm instance, 3->3 channels)" in gen.source
+    method = methods.build(_tiny_config())
+    for target, direction in (("A", "BtoA"), (0, "BtoA"), ("B", "AtoB"), (1, "AtoB")):
+        assert method.resolve_request(tr.TranslationRequest(target=target)).direction == direction
+    assert method.resolve_request(tr.TranslationRequest()).direction == "AtoB"
+    gen = tr.load_generator(wd, request=tr.TranslationRequest(target="A"))
+    assert "(cyclegan G_B: resnet_6blocks, ngf 4, norm instance, 3->3 channels)" in gen.source
     for request, message in (
             (tr.TranslationRequest(code=(0.5, 0.5)), r"--code does not apply to cyclegan"),
             (tr.TranslationRequest(target="C"), r"--target='C' is not a cyclegan domain; expected A or B"),
             (tr.TranslationRequest(direction="AtoB", target="A"),
              r"--target=A means BtoA, but --direction=AtoB was given")):
-        with pytest.raises(tr.TranslateError, match=message):
-            tr.load_generator(wd, request=request)
-        with pytest.raises(tr.TranslateError, match=message):  # an official file too
+        with pytest.raises(tr.TranslateError, match=message):  # an official file
             tr.load_generator(pth[0], config=_tiny_config(), request=request)
+    with pytest.raises(tr.TranslateError, match=r"--code does not apply to cyclegan"):
+        tr.load_generator(wd, request=tr.TranslationRequest(code=(1.0,)))  # and a workdir
 
 
 def test_eval_mode_false_is_the_reference_train_mode_forward(tmp_path):

@@ -453,3 +453,16 @@ def test_command_line_target_eval_mode_and_code_flags(pth, images, tmp_path):
     assert refused.stderr.strip().splitlines()[-1] == (
         "error: --code does not apply to cyclegan (two domains, no domain code); "
         "use --direction=AtoB|BtoA or --target=A|B")
+
+
+def test_pth_with_other_channels_in_and_out_loads_with_a_training_config(tmp_path, images):
+    """A grayscale->RGB generator loads with the folder preset as is (lambda_identity is for training)."""
+    torch.manual_seed(4)
+    net = ref.define_G(1, 3, 4, "resnet_6blocks", "instance", False)
+    ref.init_weights(net, GAIN, torch.Generator().manual_seed(4))
+    torch.save(net.state_dict(), tmp_path / "g13.pth")
+    gen = _pth_generator(tmp_path / "g13.pth", **{**TINY, "input_nc": 1, "output_nc": 3})
+    assert (gen.in_channels, gen.out_channels) == (1, 3)
+    rows = tr.translate_path(gen, images / "rgba.png", tmp_path / "out")
+    with Image.open(tmp_path / "out" / rows[0].output) as img:
+        assert img.mode == "RGB" and img.size == (37, 53)

@@ -164,7 +164,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
     method = methods.build(config, plan.steps_per_epoch)
     ckpt = checkpoint.Checkpointer.for_workdir(workdir, keep=config.keep_checkpoints)
     state, last_good = restore_or_create(method, config, ckpt)
-    state, init_record = start_or_resume(method, config, ckpt, state, last_good, workdir)
+    try:
+        state, init_record = start_or_resume(method, config, ckpt, state, last_good, workdir)
+    except BaseException:
+        ckpt.close()
+        loader.close()
+        raise
     start = int(state.step)
     with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
         json.dump(config.to_dict(), f, indent=2)

@@ -95,6 +95,9 @@ def get_config(preset: str = "digits") -> ml_collections.ConfigDict:
     c.sample_every = 1000       # write an image grid every k steps
     c.checkpoint_every = 1000   # save the whole train state every k steps
     c.keep_checkpoints = 3
+    # Staged training: networks of a fresh run taken from another run or a weight file.
+    c.init_from = ""            # a workdir, its checkpoints/<step> folder, or a .pth of one network
+    c.init_networks = ""        # comma-separated, ours=theirs to rename: e.g. G_A,D_A or G_A=G_B
     c.data = _data()
 
     if preset == "digits":

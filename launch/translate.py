@@ -1,18 +1,26 @@
-r"""Translate images with a trained generator: one of our workdirs or an official `.pth`.
+r"""Translate images with a trained generator: one of our workdirs or an official weight file.
 
     python -m launch.translate --checkpoint=workdirs/h2z --input=photos/ --output=out/
     python -m launch.translate --checkpoint=workdirs/h2z --direction=BtoA ...
+    python -m launch.translate --checkpoint=workdirs/h2z --target=A ...   # same as BtoA
     python -m launch.translate --checkpoint=checkpoints/horse2zebra_pretrained/latest_net_G.pth \
         --input=datasets/horse2zebra/testA --output=results/h2z
 
 --checkpoint is a training workdir, its `checkpoints/` or `checkpoints/<step>` folder (the
 newest step unless --step says otherwise; the architecture comes from the saved config,
---config.x=y overrides apply on top, and --direction picks G_A (AtoB) or G_B (BtoA)), or a
-PyTorch generator state_dict file: then the architecture comes from --config, whose
+--config.x=y overrides apply on top), or an official weight file of the method, read by
+the method (CycleGAN: a PyTorch generator state_dict); then the architecture comes from --config, whose
 default is `configs/cyclegan.py:folder` -- the reference's test defaults (resnet_9blocks,
 ngf 64, instance norm, no dropout, 3 channels in and out) -- so the official pretrained
 CycleGAN models load as they are; a pix2pix model needs e.g. --config.netG=unet_256
 --config.norm=batch --config.no_dropout=False. --direction does not apply to a .pth.
+
+What to translate to is asked of the method: --direction=AtoB|BtoA (two-domain methods),
+--target=<domain name or index> (CycleGAN: A or B; --target=B is AtoB), or a continuous
+--code=0.3,0.7,0 (N-domain methods such as UFDN; CycleGAN refuses it). --eval_mode=false
+runs the networks in train mode like the reference's test.py without --eval: BatchNorm
+uses each batch's own statistics (so results depend on which images share a batch: use
+--batch_size=1 for the reference's per-image behaviour) and dropout is on, with a fixed key.
 
 Writes one PNG per input (same stem, subfolders kept; `a.jpg` + `a.png` become `a_jpg.png`
 + `a_png.png`), PNG copies of the inputs under `inputs/`, and `index.html`.
@@ -34,13 +42,22 @@ _CHECKPOINT = flags.DEFINE_string(
 _INPUT = flags.DEFINE_string("input", None, "An image file or a folder (searched recursively).")
 _OUTPUT = flags.DEFINE_string("output", None, "Folder for the PNG outputs and index.html.")
 _DIRECTION = flags.DEFINE_enum(
-    "direction", "AtoB", ["AtoB", "BtoA"],
-    "Workdir checkpoints: AtoB runs G_A, BtoA runs G_B. Ignored for a .pth (one generator).")
+    "direction", None, ["AtoB", "BtoA"],
+    "Two-domain methods: the direction (default: the method's, AtoB). A weight file "
+    "holding one generator serves one direction; the method says which.")
+_TARGET = flags.DEFINE_string(
+    "target", None, "The domain to translate to, by name or index (CycleGAN: A or B).")
+_CODE = flags.DEFINE_string(
+    "code", None, "N-domain methods: a continuous domain code, e.g. 0.3,0.7,0.")
+_EVAL_MODE = flags.DEFINE_bool(
+    "eval_mode", True, "false: run the generator in train mode as the reference's default "
+    "test.py does (BatchNorm batch statistics, so batch composition matters; dropout on "
+    "with a fixed key).")
 _STEP = flags.DEFINE_integer(
     "step", None, "Workdir checkpoints: the step to load (default: newest).")
 _RESIZE = flags.DEFINE_enum(
     "resize", "pad", ["pad", "resize"],
-    "Sizes the generator cannot take (ResNet: multiples of 4, unet_128: 128, unet_256: 256): "
+    "Sizes the generator cannot take (the method says what sides must be multiples of): "
     "'pad' reflect-pads and crops the output back; 'resize' resizes (bicubic) to the nearest "
     "valid size and the output back. Outputs always have the input's size.")
 _BATCH_SIZE = flags.DEFINE_integer(
@@ -65,18 +82,16 @@ def main(argv: list[str]) -> None:
         sys.exit(f"error: input {_INPUT.value!r} does not exist")
     overrides = dict(config_flags.get_override_values(flags.FLAGS["config"]))
     is_file = os.path.isfile(checkpoint)
-    if is_file and flags.FLAGS["direction"].present:
-        logging.warning("--direction=%s is ignored: %s holds a single generator",
-                        _DIRECTION.value, checkpoint)
     if is_file and flags.FLAGS["step"].present:
         logging.warning("--step is ignored for the .pth file %s", checkpoint)
     if not is_file and flags.FLAGS["config"].present:
         logging.warning("--config file is ignored for a workdir (its saved config is used); "
                         "--config.x=y overrides still apply")
     try:  # user errors (a wrong path, option or architecture) end with their message only
+        request = translate.make_request(_DIRECTION.value, _TARGET.value, _CODE.value)
         generator = translate.load_generator(
-            checkpoint, config=_CONFIG.value, direction=_DIRECTION.value, step=_STEP.value,
-            overrides=overrides,
+            checkpoint, config=_CONFIG.value, step=_STEP.value, overrides=overrides,
+            request=request, eval_mode=_EVAL_MODE.value,
         )
     except (ValueError, CheckpointError, ImportError) as e:  # incl. StateDictMismatchError
         sys.exit(f"error: {e}")

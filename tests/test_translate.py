@@ -29,7 +29,7 @@ from unpaired.data.errors import DataError
 from unpaired.data.transforms import to_unit_range
 from unpaired.nets import cyclegan as nets
 
-from tests.helpers import nchw, nhwc
+from tests.helpers import nchw, nhwc, rel_err
 from tests.torch_reference import cyclegan as ref
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,6 +66,14 @@ def images(tmp_path_factory):
     Image.fromarray(sixteen).save(root / "sub" / "deep.png")                # mode I;16
     (root / "notes.txt").write_text("not an image")
     return root
+
+
+def _pth_generator(path, **fields):
+    """A generator from a reference .pth, the architecture given as config fields."""
+    config = _tiny_config()
+    for key, value in fields.items():
+        config[key] = value
+    return tr.load_generator(path, config=config)
 
 
 def _random_state(method, seed):
@@ -197,7 +205,7 @@ def test_pth_file_matches_generator_and_torch(pth, images, tmp_path):
 @pytest.fixture(scope="module")
 def gen(pth):
     """One generator for the tests below, so they share its compiled shapes."""
-    return tr.load_pth_generator(pth[0], **TINY)
+    return _pth_generator(pth[0], **TINY)
 
 
 @pytest.mark.parametrize("mode", ["pad", "resize"])
@@ -214,7 +222,7 @@ def test_grayscale_model_writes_grayscale(tmp_path, images):
     net = ref.define_G(1, 1, 4, "resnet_6blocks", "instance", False)
     ref.init_weights(net, GAIN, torch.Generator().manual_seed(1))
     torch.save(net.state_dict(), tmp_path / "g.pth")
-    gen = tr.load_pth_generator(tmp_path / "g.pth", **{**TINY, "input_nc": 1, "output_nc": 1})
+    gen = _pth_generator(tmp_path / "g.pth", **{**TINY, "input_nc": 1, "output_nc": 1})
     rows = tr.translate_path(gen, images / "rgba.png", tmp_path / "out")
     with Image.open(tmp_path / "out" / rows[0].output) as img:
         assert img.mode == "L" and img.size == (37, 53)
@@ -225,10 +233,10 @@ def test_grayscale_model_writes_grayscale(tmp_path, images):
 def test_mismatched_pth_names_key_and_file(pth):
     path = pth[0]
     with pytest.raises(torch_io.StateDictMismatchError) as err:
-        tr.load_pth_generator(path, **{**TINY, "netG": "resnet_9blocks"})
+        _pth_generator(path, **{**TINY, "netG": "resnet_9blocks"})
     assert str(path) in str(err.value) and "model.16.conv_block.1.weight" in str(err.value)
     with pytest.raises(torch_io.StateDictMismatchError) as err:
-        tr.load_pth_generator(path, **{**TINY, "ngf": 8})
+        _pth_generator(path, **{**TINY, "ngf": 8})
     assert str(path) in str(err.value) and "key 'model.1." in str(err.value)
 
 
@@ -293,9 +301,9 @@ def test_output_names_are_unique():
 def test_sizes_and_pixel_conversion():
     assert [tr.valid_size(n, 4, "pad") for n in (1, 4, 37, 53)] == [4, 4, 40, 56]
     assert [tr.valid_size(n, 4, "resize") for n in (1, 37, 53, 54)] == [4, 36, 52, 56]
-    assert tr.valid_size(300, tr.size_multiple("unet_256"), "pad") == 512
-    assert tr.valid_size(300, tr.size_multiple("unet_256"), "resize") == 256
-    assert tr.size_multiple("unet_128") == 128
+    assert tr.valid_size(300, nets.SIZE_MULTIPLES["unet_256"], "pad") == 512
+    assert tr.valid_size(300, nets.SIZE_MULTIPLES["unet_256"], "resize") == 256
+    assert nets.SIZE_MULTIPLES["unet_128"] == 128
     y = np.array([-1.0, -0.5, 0.0, 0.999, 1.0, 1.5, np.nan], np.float32)
     np.testing.assert_array_equal(tr.tensor2im(y), [0, 63, 127, 254, 255, 255, 0])
     img = Image.fromarray(_rgb(5, 3, 0))
@@ -354,3 +362,107 @@ def test_command_line_errors_end_with_the_message(pth, tmp_path, monkeypatch):
         flags.FLAGS.unparse_flags()
     message = str(exit_.value.code)
     assert message.startswith("error: ") and str(pth[0]) in message and "key 'model.1." in message
+
+
+def test_target_and_code_are_resolved_by_the_method(workdir, pth):
+    wd, _, _ = workdir
+    assert tr.make_request(None, "1", "0.3, 0.7,0") == tr.TranslationRequest(None, 1, (0.3, 0.7, 0.0))
+    assert tr.make_request("BtoA", "zebra", "") == tr.TranslationRequest("BtoA", "zebra", None)
+    with pytest.raises(ValueError, match=r"--code='0\.3,x' must be comma-separated numbers"):
+        tr.make_request(code="0.3,x")
+    with pytest.raises(ValueError, match=r"--direction='up'"):
+        tr.TranslationRequest(direction="up")
+    # CycleGAN: --target=A (or 0) is BtoA, i.e. G_B; B (or 1) is AtoB.
+    method = methods.build(_tiny_config())
+    for target, direction in (("A", "BtoA"), (0, "BtoA"), ("B", "AtoB"), (1, "AtoB")):
+        assert method.resolve_request(tr.TranslationRequest(target=target)).direction == direction
+    assert method.resolve_request(tr.TranslationRequest()).direction == "AtoB"
+    gen = tr.load_generator(wd, request=tr.TranslationRequest(target="A"))
+    assert "(cyclegan G_B: resnet_6blocks, ngf 4, norm instance, 3->3 channels)" in gen.source
+    for request, message in (
+            (tr.TranslationRequest(code=(0.5, 0.5)), r"--code does not apply to cyclegan"),
+            (tr.TranslationRequest(target="C"), r"--target='C' is not a cyclegan domain; expected A or B"),
+            (tr.TranslationRequest(direction="AtoB", target="A"),
+             r"--target=A means BtoA, but --direction=AtoB was given")):
+        with pytest.raises(tr.TranslateError, match=message):  # an official file
+            tr.load_generator(pth[0], config=_tiny_config(), request=request)
+    with pytest.raises(tr.TranslateError, match=r"--code does not apply to cyclegan"):
+        tr.load_generator(wd, request=tr.TranslationRequest(code=(1.0,)))  # and a workdir
+
+
+def test_eval_mode_false_is_the_reference_train_mode_forward(tmp_path):
+    """BatchNorm generator: eval_mode=False uses batch statistics exactly like torch's train()."""
+    torch.manual_seed(2)
+    net = ref.define_G(3, 3, 4, "resnet_6blocks", "batch", False)
+    ref.init_weights(net, 0.02, torch.Generator().manual_seed(2))  # the reference's gain
+    with torch.no_grad():  # give the running statistics values unlike any batch's
+        net.train()(torch.randn(4, 3, 16, 16) * 3 + 1)
+    path = tmp_path / "bn.pth"
+    torch.save(net.state_dict(), path)
+    x = np.random.RandomState(0).uniform(-1, 1, (2, 16, 16, 3)).astype(np.float32)
+    fields = dict(TINY, norm="batch")
+    config = _tiny_config()
+    for key, value in fields.items():
+        config[key] = value
+    train_gen = tr.load_generator(path, config=config, eval_mode=False)
+    eval_gen = tr.load_generator(path, config=config)
+    with torch.no_grad():
+        theirs_eval = nhwc(net.eval()(nchw(x)))
+        theirs_train = nhwc(net.train()(nchw(x)))
+    ours_train, ours_eval = np.asarray(train_gen.apply(x)), np.asarray(eval_gen.apply(x))
+    assert rel_err(ours_train, theirs_train) < 1e-5
+    assert rel_err(ours_eval, theirs_eval) < 1e-5
+    assert rel_err(theirs_train, theirs_eval) > 0.05  # the two modes really differ
+    # Batch composition matters in train mode: the first image alone gives another output.
+    alone = np.asarray(train_gen.apply(x[:1]))[0]
+    assert np.abs(alone - ours_train[0]).max() > 1e-3
+
+
+def test_eval_mode_false_runs_dropout_with_a_fixed_key(tmp_path):
+    torch.manual_seed(3)
+    net = ref.define_G(3, 3, 4, "resnet_6blocks", "instance", True)
+    ref.init_weights(net, 0.02, torch.Generator().manual_seed(3))
+    torch.save(net.state_dict(), tmp_path / "dropout.pth")
+    config = _tiny_config()
+    config.netG, config.ngf, config.no_dropout = "resnet_6blocks", 4, False
+    x = np.random.RandomState(1).uniform(-1, 1, (1, 16, 16, 3)).astype(np.float32)
+    train_gen = tr.load_generator(tmp_path / "dropout.pth", config=config, eval_mode=False)
+    eval_gen = tr.load_generator(tmp_path / "dropout.pth", config=config, eval_mode=True)
+    first, second = np.asarray(train_gen.apply(x)), np.asarray(train_gen.apply(x))
+    np.testing.assert_array_equal(first, second)  # reproducible
+    assert rel_err(first, eval_gen.apply(x)) > 1e-2  # dropout is active
+    with torch.no_grad():  # eval mode is the reference's eval forward
+        assert rel_err(eval_gen.apply(x), nhwc(net.eval()(nchw(x)))) < 1e-5
+
+
+def test_command_line_target_eval_mode_and_code_flags(pth, images, tmp_path):
+    """--target and --eval_mode reach the generator; --code ends with the method's one-line message."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS=os.environ.get("XLA_FLAGS", "--xla_backend_optimization_level=0"))
+    src = images / "sub" / "valid.png"
+    cmd = [sys.executable, "-m", "launch.translate", f"--checkpoint={pth[0]}", f"--input={src}",
+           f"--output={tmp_path / 'out'}", "--config.netG=resnet_6blocks", "--config.ngf=4"]
+    done = subprocess.run(cmd + ["--target=B", "--eval_mode=false"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    expected = _direct(_pth_generator(pth[0], **TINY).apply, src, 3)
+    np.testing.assert_array_equal(_read(tmp_path / "out" / "valid.png"), expected)  # no BN, no dropout
+    refused = subprocess.run(cmd + ["--code=0.3,0.7"], cwd=REPO, env=env, capture_output=True,
+                             text=True, timeout=120)
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines()[-1] == (
+        "error: --code does not apply to cyclegan (two domains, no domain code); "
+        "use --direction=AtoB|BtoA or --target=A|B")
+
+
+def test_pth_with_other_channels_in_and_out_loads_with_a_training_config(tmp_path, images):
+    """A grayscale->RGB generator loads with the folder preset as is (lambda_identity is for training)."""
+    torch.manual_seed(4)
+    net = ref.define_G(1, 3, 4, "resnet_6blocks", "instance", False)
+    ref.init_weights(net, GAIN, torch.Generator().manual_seed(4))
+    torch.save(net.state_dict(), tmp_path / "g13.pth")
+    gen = _pth_generator(tmp_path / "g13.pth", **{**TINY, "input_nc": 1, "output_nc": 3})
+    assert (gen.in_channels, gen.out_channels) == (1, 3)
+    rows = tr.translate_path(gen, images / "rgba.png", tmp_path / "out")
+    with Image.open(tmp_path / "out" / rows[0].output) as img:
+        assert img.mode == "RGB" and img.size == (37, 53)

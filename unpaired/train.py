@@ -23,7 +23,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 import unpaired
-from unpaired import checkpoint, config_validation, data, logs, methods
+from unpaired import checkpoint, config_validation, data, init_from, logs, methods
 
 log = logging.getLogger(__name__)
 
@@ -126,9 +126,35 @@ def restore_or_create(
     return state, latest
 
 
+def start_or_resume(
+    method: Any, config: ml_collections.ConfigDict, ckpt: checkpoint.Checkpointer, state: Any,
+    restored_step: int | None, workdir: str,
+) -> tuple[Any, dict[str, Any] | None]:
+    """Says whether the run starts or resumes; a new run takes config.init_from's networks.
+
+    Returns the state and the record of where its initial weights came from (kept in
+    every checkpoint's meta; a resumed run carries its first stage's record forward).
+    """
+    source = config.get("init_from", "")
+    if restored_step is not None:
+        log.info("resuming from step %d in %s", restored_step, workdir)
+        if source:
+            log.info("config.init_from=%s is ignored: the run resumes from its own checkpoint", source)
+        return state, ckpt.read_meta(restored_step).get("init_from")
+    log.info("starting a new run in %s", workdir)
+    if not source:
+        return state, None
+    state, record = init_from.apply_init(method, config, state)
+    names = ", ".join(o if o == t else f"{o} (its {t})" for o, t in record.networks.items())
+    where = record.path if record.step is None else f"{record.path} step {record.step}"
+    log.info("initialising %s from %s", names, where)
+    return state, record.to_meta()
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
     """Trains `config.method` in `workdir` (resuming if it holds checkpoints); returns the final state."""
     config_validation.validate(config, num_devices=jax.device_count())
+    init_from.validate_init(config, methods.get_method_class(config.method))
     os.makedirs(workdir, exist_ok=True)
     loader = data.make_loader(
         config.data, split="train", batch_size=config.batch_size, seed=config.seed,
@@ -138,6 +164,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
     method = methods.build(config, plan.steps_per_epoch)
     ckpt = checkpoint.Checkpointer.for_workdir(workdir, keep=config.keep_checkpoints)
     state, last_good = restore_or_create(method, config, ckpt)
+    try:
+        state, init_record = start_or_resume(method, config, ckpt, state, last_good, workdir)
+    except BaseException:
+        ckpt.close()
+        loader.close()
+        raise
     start = int(state.step)
     with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
         json.dump(config.to_dict(), f, indent=2)
@@ -165,6 +197,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
         _fetch_finite(metrics, step, last_good)  # never checkpoint a state that went bad
         meta = {"config": config.to_dict(), "method": config.method, "data_step": step,
                 "version": unpaired.__version__}
+        if init_record is not None:
+            meta["init_from"] = init_record
         ckpt.save(step, state, meta)
         last_good = step
 

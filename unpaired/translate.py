@@ -1,4 +1,4 @@
-"""Translate image files with a trained generator: ours (a workdir) or an official `.pth`.
+"""Translate image files with any method's generator: ours (a workdir) or an official weight file.
 
 What the reference's `test.py --model test` does, without its limits: any image size
 (reflect-padded or resized to what the network accepts, and the output brought back to
@@ -9,7 +9,10 @@ the output folder is moved. Facts about the reference: `shared/reference/cyclega
 The pieces are small and mostly pure so that each can be tested and reused:
 
 * loading: :func:`load_generator` (dispatch), :func:`load_workdir_state`,
-  :func:`load_pth_generator` -> a :class:`Generator` (a jitted NHWC [-1, 1] function);
+  :func:`method_generator` -> a :class:`Generator` (a jitted NHWC [-1, 1] function). What
+  a generator is, which one serves a request (direction, target domain, domain code),
+  its channels, size multiple and official weight format are the method's business
+  (the protocol is in `unpaired/methods/__init__.py`); nothing here knows a method;
 * pixels: :func:`prepare_input` (fit to the net), :func:`tensor2im`, :func:`finish_output`;
 * files: :func:`list_inputs`, :func:`output_names`, :func:`index_html`;
 * driving: :func:`translate_arrays` (batching) and :func:`translate_path` (all of it).
@@ -41,17 +44,15 @@ from unpaired.data.decode import load_image
 from unpaired.data.errors import DataError
 from unpaired.data.folders import IMAGE_EXTENSIONS, list_images
 from unpaired.data.transforms import to_unit_range
+from unpaired.methods.translation import (  # noqa: F401 (re-exported for the CLI)
+    DIRECTIONS, TranslationRequest, make_request,
+)
 
 log = logging.getLogger(__name__)
 
 K = TypeVar("K", bound=Hashable)
 
-DIRECTIONS = ("AtoB", "BtoA")
 RESIZE_MODES = ("pad", "resize")
-# Sides a generator accepts must be multiples of these: the ResNet generators downsample
-# twice (and their transposed convs must give back the input size), a U-Net `num_downs`
-# times (unet_128: 7, unet_256: 8), and its skip concatenations need equal sizes.
-SIZE_MULTIPLES = {"resnet_9blocks": 4, "resnet_6blocks": 4, "unet_128": 128, "unet_256": 256}
 INDEX_FILE = "index.html"
 INPUTS_DIR = "inputs"
 
@@ -80,45 +81,6 @@ class Generator:
     out_channels: int
     size_multiple: int
     source: str
-
-
-def size_multiple(netG: str) -> int:
-    """What the sides of an image fed to generator `netG` must be multiples of."""
-    if netG not in SIZE_MULTIPLES:
-        raise TranslateError(f"unknown netG {netG!r}; expected one of {sorted(SIZE_MULTIPLES)}")
-    return SIZE_MULTIPLES[netG]
-
-
-def load_pth_generator(
-    path: str | os.PathLike[str], *, netG: str = "resnet_9blocks", ngf: int = 64,
-    norm: str = "instance", no_dropout: bool = True, input_nc: int = 3, output_nc: int = 3,
-    init_gain: float = 0.02, dtype: str = "float32",
-) -> Generator:
-    """A generator from an official PyTorch state_dict (`latest_net_G.pth`, `horse2zebra.pth`).
-
-    The file holds one generator and no architecture, so the architecture is given here;
-    the defaults are the reference's test defaults for CycleGAN models (resnet_9blocks,
-    ngf 64, instance norm, no dropout, RGB). A key or shape that does not fit raises
-    `torch_io.StateDictMismatchError` naming the key and the file.
-    """
-    from unpaired.nets import cyclegan as nets  # the CycleGAN/pix2pix generator family
-
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise TranslateError(f"checkpoint file {path!r} does not exist")
-    compute_dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
-    module = nets.define_G(netG, output_nc, ngf, norm, not no_dropout, init_gain, compute_dtype)
-    multiple = size_multiple(netG)
-    x = jax.ShapeDtypeStruct((1, multiple, multiple, input_nc), jnp.float32)
-    template = jax.eval_shape(lambda x: module.init(jax.random.key(0), x, False), x)
-    variables = torch_io.from_state_dict(torch_io.load_pth(path), template, source=path)
-    variables = jax.device_put(variables)
-    fn = jax.jit(lambda v, x: module.apply(v, x, False))
-    return Generator(
-        apply=lambda x: fn(variables, x), in_channels=input_nc, out_channels=output_nc,
-        size_multiple=multiple,
-        source=f"{path} ({netG}, ngf {ngf}, norm {norm}, {input_nc}->{output_nc} channels)",
-    )
 
 
 def resolve_workdir(path: str | os.PathLike[str], step: int | None = None
@@ -198,52 +160,78 @@ def _set_path(config: ml_collections.ConfigDict, name: str, value: Any) -> None:
     node[leaf] = value
 
 
-def workdir_generator(method: Any, state: Any, config: ml_collections.ConfigDict,
-                      direction: str, source: str) -> Generator:
-    """The `direction` generator of a method's state (CycleGAN: AtoB is G_A, BtoA is G_B)."""
-    if direction not in DIRECTIONS:
-        raise TranslateError(f"unknown direction {direction!r}; expected one of {DIRECTIONS}")
-    in_nc, out_nc = config.input_nc, config.output_nc
-    if direction == "BtoA":
-        in_nc, out_nc = out_nc, in_nc
-    multiple = getattr(method, "size_multiple", None) or size_multiple(config.netG)
-    params, model_state = state.params, state.model_state
-    fn = jax.jit(lambda p, s, x: method.translate(p, x, direction, s))
+def method_generator(method: Any, params: Any, model_state: Any, request: TranslationRequest,
+                     source: str, *, eval_mode: bool = True) -> Generator:
+    """The generator that serves `request`, asked of the method (channels, size multiple, apply).
+
+    `eval_mode=False` runs the networks in train mode, as the reference's test.py does
+    without `--eval`: BatchNorm normalises each batch with its own statistics (so the
+    output of an image depends on the others in its batch, and on --batch_size) and
+    dropout is active with masks from a fixed key. Models without either are unaffected.
+    """
+    try:
+        request = method.resolve_request(request)
+    except ValueError as e:
+        raise TranslateError(str(e)) from None
+    in_nc, out_nc = method.translation_channels(request)
+    train = not eval_mode
+    fn = jax.jit(lambda p, s, x: method.translate(
+        p, x, request, s, train=train, key=jax.random.key(0) if train else None))
     return Generator(
         apply=lambda x: fn(params, model_state, x), in_channels=int(in_nc),
-        out_channels=int(out_nc), size_multiple=int(multiple), source=source,
+        out_channels=int(out_nc), size_multiple=int(method.size_multiple), source=source,
     )
 
 
 def load_generator(
     checkpoint: str | os.PathLike[str], *, config: ml_collections.ConfigDict | None = None,
-    direction: str = "AtoB", step: int | None = None,
-    overrides: Mapping[str, Any] | None = None,
+    direction: str | None = None, step: int | None = None,
+    overrides: Mapping[str, Any] | None = None, request: TranslationRequest | None = None,
+    eval_mode: bool = True,
 ) -> Generator:
-    """A generator from a workdir (or its checkpoints/<step>) or from an official `.pth` file.
+    """A generator from a workdir (or its checkpoints/<step>) or from an official weight file.
 
-    A directory is read as one of our training runs: the architecture comes from its
-    saved config (plus `overrides`), `direction` picks the generator and `step` the
-    checkpoint (default: the newest). A file is read as a PyTorch state_dict holding one
-    generator: `direction` and `step` do not apply and the architecture comes from
-    `config` (netG, ngf, norm, no_dropout, input_nc, output_nc, init_gain, dtype; None:
-    the reference's test defaults, see :func:`load_pth_generator`).
+    A directory is read as one of our training runs: the method and architecture come
+    from its saved config (plus `overrides`), `request` (or just `direction`) picks the
+    generator and `step` the checkpoint (default: the newest). A file is read by the
+    method of `config` (which also gives the architecture) in its official weight
+    format, with `method.load_official`; `step` does not apply.
     """
+    from unpaired import methods
+
     path = os.fspath(checkpoint)
-    if direction not in DIRECTIONS:
-        raise TranslateError(f"unknown direction {direction!r}; expected one of {DIRECTIONS}")
+    try:
+        request = request or TranslationRequest(direction=direction)
+    except ValueError as e:
+        raise TranslateError(str(e)) from None
     if not os.path.exists(path):
         raise TranslateError(f"checkpoint {path!r} does not exist")
     if os.path.isfile(path):
         if config is None:
-            return load_pth_generator(path)
-        fields = ("netG", "ngf", "norm", "no_dropout", "input_nc", "output_nc", "init_gain",
-                  "dtype")
-        return load_pth_generator(path, **{f: config[f] for f in fields if f in config})
+            raise TranslateError(f"{path!r} is a weight file without an architecture: pass the "
+                                 "config of the model it holds")
+        method = methods.build(config)
+        try:
+            params, model_state, served = method.load_official(path, request)
+        except torch_io.StateDictMismatchError:
+            raise
+        except ValueError as e:  # a request the method cannot serve, an unreadable file
+            raise TranslateError(str(e)) from None
+        if served != method.resolve_request(request):
+            log.warning("%s holds one generator, which serves %s; the request %s is ignored",
+                        path, served, request)
+        params, model_state = jax.device_put((params, model_state))
+        source = f"{path} ({config.method} {method.describe(served)})"
+        return method_generator(method, params, model_state, served, source, eval_mode=eval_mode)
     workdir, step = resolve_workdir(path, step)
     method, state, cfg = load_workdir_state(workdir, step, overrides)
-    source = f"{workdir} step {int(state.step)} ({cfg.method}, {direction})"
-    return workdir_generator(method, state, cfg, direction, source)
+    try:
+        what = method.describe(request)
+    except ValueError as e:
+        raise TranslateError(str(e)) from None
+    source = f"{workdir} step {int(state.step)} ({cfg.method} {what})"
+    return method_generator(method, state.params, state.model_state, request, source,
+                            eval_mode=eval_mode)
 
 
 # --------------------------------------------------------------------------------------

@@ -2,7 +2,31 @@
 
 A method is a class built as `Method(config, steps_per_epoch)` with `networks`, `groups`,
 `create_state(key)`, `state_from_variables(variables, key)`, `train_step(state, batch)`,
-`translate(params, images, direction, model_state)` and `visuals(params, batch, model_state)`.
+`translate(...)` and `visuals(params, batch, model_state)`.
+
+Staged training (`unpaired.init_from`, config keys `init_from`, `init_networks`):
+
+* `required_init(config) -> tuple[str, ...]` (classmethod): networks that must be taken
+  from `config.init_from` (e.g. DTN's pretrained f); validation fails naming
+  `config.init_from` when they are required and it is empty. CycleGAN: ().
+* `network_template(name)`: the shapes/dtypes of network `name`'s variables.
+* `import_weights(path, names) -> {name: variables}`: networks from a weight file in the
+  method's official format (CycleGAN: one reference state_dict `.pth` per network).
+
+Translation (`unpaired.translate`, `launch/translate.py`), which never names a method's
+networks; requests are `unpaired.methods.translation.TranslationRequest(direction,
+target, code)`:
+
+* `size_multiple: int`: generator input sides must be multiples of it.
+* `resolve_request(request) -> TranslationRequest`: the request completed with the
+  method's defaults, or ValueError naming the flag it cannot serve (--code for CycleGAN).
+* `translation_channels(request) -> (in, out)` and `describe(request) -> str`.
+* `translate(params, images, request, model_state, train=False, key=None)`: NHWC [-1, 1]
+  images translated; `train=True` is the reference's test without --eval (batch
+  statistics, dropout from `key`).
+* `load_official(path, request) -> (params, model_state, served_request)`: an official
+  weight file read without running code from it; `served_request` is what those weights
+  translate (a file with one generator serves one direction).
 """
 
 from __future__ import annotations

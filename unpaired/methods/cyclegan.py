@@ -16,8 +16,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from unpaired import losses, pool, schedules
+from unpaired import losses, pool, schedules, torch_io
 from unpaired.data.spec import DataSpec
+from unpaired.methods.translation import TranslationRequest
 from unpaired.nets import cyclegan as nets
 from unpaired.state import TrainState, apply_group_update
 
@@ -92,6 +93,11 @@ class CycleGAN:
     groups = {"G": ("G_A", "G_B"), "D": ("D_A", "D_B")}
 
     @classmethod
+    def required_init(cls, config: ml_collections.ConfigDict) -> tuple[str, ...]:
+        """Networks that must come from config.init_from: none, CycleGAN trains in one stage."""
+        return ()
+
+    @classmethod
     def data_spec(cls, config: ml_collections.ConfigDict) -> DataSpec:
         """Two unlabelled domains: A with input_nc channels, B with output_nc."""
         return DataSpec(domains=("A", "B"), channels={"A": config.input_nc, "B": config.output_nc})
@@ -106,11 +112,6 @@ class CycleGAN:
         self.lambda_identity = float(config.lambda_identity)
         self.gp_weight = float(config.gp_weight) if config.gan_mode == "wgangp" else 0.0
         self.pool_size = int(config.pool_size)
-        if self.lambda_identity > 0 and self.input_nc != self.output_nc:
-            raise ValueError(
-                "config.lambda_identity > 0 needs config.input_nc == config.output_nc "
-                f"(got {self.input_nc} and {self.output_nc})"
-            )
         # One forward pass per network over images that the reference passes separately
         # (G_A on real_A and real_B, D on real and fake): the same per-sample values, since
         # InstanceNorm and the convs act per sample, in half the passes. BatchNorm mixes
@@ -142,6 +143,9 @@ class CycleGAN:
         self.schedule = schedule
         tx = schedules.adam(schedule, config.beta1, config.beta2)
         self.tx = {"G": tx, "D": tx}
+        # Translate hooks: what generator input sides must be multiples of, and a summary.
+        self.size_multiple = nets.SIZE_MULTIPLES[config.netG]
+        self.architecture = f"{config.netG}, ngf {config.ngf}, norm {config.norm}"
 
     # ----------------------------------------------------------------- state
     def init_variables(self, key: Array) -> dict[str, Any]:
@@ -247,6 +251,11 @@ class CycleGAN:
 
     def train_step(self, state: TrainState, batch: Mapping[str, Array]) -> tuple[TrainState, dict[str, Array]]:
         """One reference iteration: G update (D frozen), then D update on pooled pre-update fakes."""
+        if self.lambda_identity > 0 and self.input_nc != self.output_nc:  # checked when traced,
+            raise ValueError(  # so that translating with a 1->3 model needs no training keys
+                "config.lambda_identity > 0 needs config.input_nc == config.output_nc "
+                f"(got {self.input_nc} and {self.output_nc})"
+            )
         keys = self.step_keys(state.key)
         g_params = {n: state.params[n] for n in self.groups["G"]}
         d_params = {n: state.params[n] for n in self.groups["D"]}
@@ -278,14 +287,100 @@ class CycleGAN:
         return new_state, metrics
 
     # ----------------------------------------------------------------- inference
-    def translate(self, params: Mapping[str, Any], images: Array, direction: str = "AtoB",
-                  model_state: Mapping[str, Any] | None = None) -> Array:
-        """G_A(images) for 'AtoB', G_B(images) for 'BtoA', in eval mode; images in [-1, 1]."""
+    DOMAINS = ("A", "B")
+
+    def resolve_request(self, request: TranslationRequest) -> TranslationRequest:
+        """The request with its direction set: --direction, or --target=B (AtoB) / A (BtoA).
+
+        A target is a domain name or index (A=0, B=1); it must agree with a direction
+        given too. CycleGAN has no domain codes, so --code is refused.
+        """
+        if request.code is not None:
+            raise ValueError("--code does not apply to cyclegan (two domains, no domain code); "
+                             "use --direction=AtoB|BtoA or --target=A|B")
+        direction = request.direction
+        if request.target is not None:
+            target = request.target
+            if isinstance(target, int) and 0 <= target < len(self.DOMAINS):
+                target = self.DOMAINS[target]
+            if target not in self.DOMAINS:
+                raise ValueError(f"--target={request.target!r} is not a cyclegan domain; "
+                                 "expected A or B (or 0, 1)")
+            implied = "AtoB" if target == "B" else "BtoA"
+            if direction is not None and direction != implied:
+                raise ValueError(f"--target={request.target} means {implied}, "
+                                 f"but --direction={direction} was given")
+            direction = implied
+        return TranslationRequest(direction=direction or "AtoB")
+
+    @staticmethod
+    def _generator(direction: str) -> str:
         if direction not in DIRECTIONS:
             raise ValueError(f"unknown direction {direction!r}; expected one of {DIRECTIONS}")
-        name = "G_A" if direction == "AtoB" else "G_B"
-        run = _Runner(self.modules, model_state or {}, None, train=False)
+        return "G_A" if direction == "AtoB" else "G_B"
+
+    def translation_channels(self, request: TranslationRequest) -> tuple[int, int]:
+        """(input channels, output channels) of the generator that serves `request`."""
+        name = self._generator(self.resolve_request(request).direction)
+        return self.in_channels[name], self.output_nc if name == "G_A" else self.input_nc
+
+    def describe(self, request: TranslationRequest) -> str:
+        """The generator serving `request`, in words (for logs and the HTML page)."""
+        name = self._generator(self.resolve_request(request).direction)
+        in_nc, out_nc = self.translation_channels(request)
+        return f"{name}: {self.architecture}, {in_nc}->{out_nc} channels"
+
+    def translate(self, params: Mapping[str, Any], images: Array,
+                  request: str | TranslationRequest = "AtoB",
+                  model_state: Mapping[str, Any] | None = None,
+                  train: bool = False, key: Array | None = None) -> Array:
+        """G_A(images) for 'AtoB', G_B(images) for 'BtoA'; images in [-1, 1].
+
+        `train=False` runs eval mode (running BatchNorm statistics, no dropout).
+        `train=True` runs as the reference's test.py does without --eval: BatchNorm
+        normalises with this batch's statistics (stored ones are left unchanged) and
+        dropout is active with masks drawn from `key` (default: a fixed key).
+        """
+        direction = request if isinstance(request, str) else self.resolve_request(request).direction
+        name = self._generator(direction)
+        if train and key is None:
+            key = jax.random.key(0)
+        run = _Runner(self.modules, model_state or {}, key if train else None, train=train)
         return run(name, params[name], images)
+
+    def network_template(self, name: str) -> Any:
+        """The shapes and dtypes of network `name`'s variables (nothing is computed)."""
+        size = self.size_multiple if name in self.groups["G"] else self.image_size
+        x = jax.ShapeDtypeStruct((1, size, size, self.in_channels[name]), jnp.float32)
+        return jax.eval_shape(lambda x: self.modules[name].init(jax.random.key(0), x, False), x)
+
+    def import_weights(self, path: str, names: tuple[str, ...]) -> dict[str, Any]:
+        """{name: variables} from a reference state_dict `.pth` holding one network.
+
+        The reference saves each network to its own file (`latest_net_G_A.pth`), so a
+        file initialises exactly one of G_A, G_B, D_A, D_B; keys and shapes are checked.
+        """
+        if len(names) != 1 or names[0] not in self.networks:
+            raise ValueError(
+                f"a .pth file holds one network: config.init_networks must name one of "
+                f"{', '.join(self.networks)} (got {','.join(names) or 'nothing'})")
+        template = self.network_template(names[0])
+        return {names[0]: torch_io.from_state_dict(torch_io.load_pth(path), template, source=path)}
+
+    def load_official(self, path: str, request: TranslationRequest
+                      ) -> tuple[dict[str, Any], dict[str, Any], TranslationRequest]:
+        """(params, model_state, request served) from an official generator `.pth`.
+
+        The file holds one generator and no architecture (that comes from the config).
+        As in the reference's test model, it maps input_nc to output_nc whatever the
+        direction, so it is loaded as G_A and serves AtoB; a --target or --code that
+        CycleGAN cannot serve is still refused.
+        """
+        self.resolve_request(request)
+        variables = self.import_weights(path, ("G_A",))["G_A"]
+        params = {"G_A": variables["params"]}
+        model_state = {"G_A": variables.get("batch_stats", {})}
+        return params, model_state, TranslationRequest(direction="AtoB")
 
     def visuals(self, params: Mapping[str, Any], batch: Mapping[str, Array],
                 model_state: Mapping[str, Any] | None = None) -> dict[str, Array]:

@@ -87,6 +87,7 @@ def get_config(preset: str = "digits") -> ml_collections.ConfigDict:
     c.sample_every = 1000       # write an image grid every k steps
     c.checkpoint_every = 1000   # save the whole train state every k steps
     c.keep_checkpoints = 3
+    c.verify_checkpoints = True  # CRC-32 per array on save, checked on restore (off: huge states)
     c.data = _data()
 
     if preset == "digits":

@@ -144,7 +144,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
     try:
         state, last_good = restore_or_create(method, config, ckpt)
     except BaseException:
-        ckpt.close()  # else orbax's threads die at exit with 'Event loop is closed' tracebacks
+        ckpt.close()  # release orbax's threads and the data workers before the error propagates
         loader.close()
         raise
     start = int(state.step)

@@ -283,9 +283,9 @@ def _array_in_error(exc: BaseException) -> str | None:
     while e is not None and id(e) not in seen:
         seen.add(id(e))
         for pattern in _ARRAY_IN_ERROR:
-            found = pattern.search(str(e))
-            if found and "/" not in found.group(1):  # orbax joins keys with '.'
-                return found.group(1).replace(".", "/")
+            for found in pattern.finditer(str(e)):
+                if "/" not in found.group(1):  # orbax joins keys with '.'; file paths have '/'
+                    return found.group(1).replace(".", "/")
         e = e.__cause__ or e.__context__
     return None
 

@@ -6,6 +6,7 @@ trainer and the command lines on a tiny CycleGAN run (``tests.test_train.tiny_co
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -18,7 +19,7 @@ import jax
 import pytest
 
 from tests.test_checkpoint import abstract, make_meta, make_state
-from tests.test_train import flags_for, straight_run, tiny_config  # noqa: F401 (fixture)
+from tests.test_train import flags_for, tiny_config
 from unpaired import checkpoint, train, translate
 from unpaired.checkpoint import CheckpointCorruptError, CheckpointError, Checkpointer, state_layout
 
@@ -223,14 +224,20 @@ def copy_of(workdir: Path, tmp_path: Path) -> Path:
 
 
 def test_training_with_a_corrupt_newest_checkpoint_resumes_from_the_previous_bit_identically(
-        trained_4_steps, straight_run, tmp_path):  # noqa: F811
-    _, expected = straight_run
+        trained_4_steps, tmp_path):
+    """Step 4 corrupt: the run goes back to step 2 and ends equal to the uninterrupted 0 -> 4 run."""
     workdir = copy_of(trained_4_steps, tmp_path)
     ckpt_dir = checkpoint.checkpoint_dir(workdir)
     flip(largest_state_file(ckpt_dir / "4"))
-    resumed = train.train_and_evaluate(tiny_config(max_steps=6), str(workdir))
-    assert checkpoint.state_matches(jax.device_get(resumed), expected)
-    assert checkpoint.Checkpointer.for_workdir(workdir).all_steps() == [2, 4, 6]
+    resumed = train.train_and_evaluate(tiny_config(max_steps=4), str(workdir))
+    template = jax.eval_shape(lambda: resumed)
+    with checkpoint.Checkpointer.for_workdir(trained_4_steps) as ckpt:
+        expected, _ = ckpt.restore(template, 4)
+    assert int(resumed.step) == 4
+    rows = [json.loads(line) for line in open(workdir / "metrics.jsonl", encoding="utf-8")]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 3, 4]  # resumed at step 2, not from scratch
+    assert checkpoint.state_matches(jax.device_get(resumed), jax.device_get(expected))
+    assert checkpoint.Checkpointer.for_workdir(workdir).all_steps() == [2, 4]
     assert (ckpt_dir / "4.corrupt-1" / "state").is_dir()
 
 

@@ -169,7 +169,8 @@ def test_no_good_checkpoint_stops_in_one_line_and_keeps_them_all(tmp_path):
     ckpt = Checkpointer(tmp_path, async_save=False)
     ckpt.save(5, make_state(5), make_meta(5))
     truncate_half(largest_state_file(tmp_path / "5"))
-    with pytest.raises(CheckpointError, match=r"no usable checkpoint .*step 5 \(moved to 5\.corrupt-1\); all are still on disk") as info:
+    expected = r"no usable checkpoint .*step 5 \(moved to 5\.corrupt-1\); all are still on disk"
+    with pytest.raises(CheckpointError, match=expected) as info:
         ckpt.restore_newest_good(abstract(make_state(5)))
     one_clean_line(str(info.value))
     assert (tmp_path / "5.corrupt-1" / "state").is_dir()

@@ -382,8 +382,8 @@ class Checkpointer:
     Typical use by a trainer::
 
         ckpt = Checkpointer.for_workdir(workdir, keep=3)
-        if ckpt.latest_step() is not None:
-            state, meta = ckpt.restore(jax.eval_shape(create_state, config, key))
+        if ckpt.latest_step() is not None:  # skips (and moves aside) corrupt newer steps
+            state, meta, step, _ = ckpt.restore_newest_good(jax.eval_shape(create_state, config, key))
         ...
         ckpt.save(step, state, {"config": cfg_dict, "data_step": step, ...})
         ...

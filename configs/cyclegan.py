@@ -98,6 +98,7 @@ def get_config(preset: str = "digits") -> ml_collections.ConfigDict:
     # Staged training: networks of a fresh run taken from another run or a weight file.
     c.init_from = ""            # a workdir, its checkpoints/<step> folder, or a .pth of one network
     c.init_networks = ""        # comma-separated, ours=theirs to rename: e.g. G_A,D_A or G_A=G_B
+    c.verify_checkpoints = True  # CRC-32 per array on save, checked on restore (off: huge states)
     c.data = _data()
 
     if preset == "digits":

@@ -13,7 +13,9 @@ Here one checkpoint holds everything needed to continue bit-for-bit:
 * ``layout``: the path, shape and dtype of every leaf of ``state``, so that a
   restore into a template built from another config fails with a message
   naming the mismatched leaves instead of orbax's partial, path-less errors
-  (or, for dtypes, a silent cast).
+  (or, for dtypes, a silent cast);
+* ``checksums``: a CRC-32 of every array leaf's bytes, taken from the host
+  copy when saving and compared with the restored arrays (see Integrity).
 
 Checkpoints live in ``<workdir>/checkpoints/<step>/``. Safety properties, and
 what provides them:
@@ -33,6 +35,33 @@ what provides them:
 
 Durability against power loss (fsync) is orbax's/tensorstore's business and
 is not promised here; process death (``kill -9``, OOM killer, preemption) is.
+
+Integrity. TensorStore checks nothing in the array data orbax writes (zarr
+chunks, zstd without its frame checksum; orbax's zarr3 layout puts a CRC32C on
+the shard index only, with no option for the data), so a flipped byte on disk
+restores silently as a wrong weight. Hence the ``checksums`` item: zlib CRC-32
+(the checksum of PyTorch's zip entries; TensorFlow uses CRC32C) per leaf,
+path -> crc. :meth:`Checkpointer.restore` recomputes it on the restored arrays
+and raises :class:`CheckpointCorruptError` naming the step, directory, array
+and both CRCs; unreadable files (truncated, missing) raise the same error with
+TensorStore's reason, shortened (no spec dumps). Checkpoints written without
+checksums (before this existed, or with ``verify=False``) restore with a log
+line saying they are unverified. Cost, measured on a loaded 2-core CPU: CRC-32
+runs at ~500-600 MB/s on the host copies, i.e. ~0.05 s per save and per restore
+for the default digits state (16 MB, 298 leaves) and ~0.2 s for a 100 MB state
+(synchronous save 0.3 -> 0.55 s, restore 0.3 -> 0.4 s); on accelerators add
+one device-to-host copy per save. The CRC is taken inside :meth:`save`, before
+it returns (the caller may donate the buffers next), so an asynchronous save
+blocks the loop for that long. ``Checkpointer(verify=False)`` /
+``config.verify_checkpoints=False`` turns both off.
+
+Falling back. :meth:`Checkpointer.restore_newest_good` tries steps newest
+first; one that cannot be read or fails its check is logged in one line and
+renamed to ``<step>.corrupt-<n>`` (never deleted; :meth:`all_steps` ignores it,
+and ``n`` is new each time, so nothing is ever overwritten). Readers pass
+``move_aside=False``. With many hosts only process 0 renames; every host reads
+the same files and so skips the same steps, and a host that finds a step gone
+mid-read skips it as well.
 """
 
 from __future__ import annotations
@@ -43,7 +72,9 @@ import logging
 import os
 import re
 import shutil
+import sys
 import time
+import zlib
 from pathlib import Path
 from typing import Any, Mapping, NoReturn, TypeVar
 
@@ -54,10 +85,12 @@ import orbax.checkpoint as ocp
 
 __all__ = [
     "CHECKPOINT_SUBDIR",
+    "CheckpointCorruptError",
     "CheckpointError",
     "CheckpointMismatchError",
     "Checkpointer",
     "checkpoint_dir",
+    "leaf_checksums",
     "state_layout",
     "state_matches",
 ]
@@ -71,8 +104,10 @@ CHECKPOINT_SUBDIR = "checkpoints"
 _TRASH_SUBDIR = ".trash"
 _TMP_MARKER = ".orbax-checkpoint-tmp"  # orbax's suffix for unfinished saves
 _STEP_RE = re.compile(r"^(0|[1-9]\d*)$")  # orbax's default step-name format
-_ITEMS = ("state", "meta", "layout")
+_ITEMS = ("state", "meta", "layout", "checksums")
 _LAYOUT_FORMAT = 1
+_CHECKSUM_FORMAT = 1
+_CORRUPT_MARKER = ".corrupt-"  # <step>.corrupt-<n>: a checkpoint moved aside, kept for inspection
 _MAX_LISTED = 10
 
 
@@ -90,6 +125,18 @@ class CheckpointMismatchError(CheckpointError):
     def __init__(self, message: str, mismatches: list[str]):
         super().__init__(message)
         self.mismatches = mismatches
+
+
+class CheckpointCorruptError(CheckpointError):
+    """A checkpoint's files cannot be read or its arrays differ from their saved checksums.
+
+    ``step`` and ``directory`` say which checkpoint, ``array`` which leaf
+    (e.g. ``params/G_A/model_1/kernel``) when known.
+    """
+
+    def __init__(self, message: str, step: int | None, directory: Path, array: str | None = None):
+        super().__init__(message)
+        self.step, self.directory, self.array = step, directory, array
 
 
 def checkpoint_dir(workdir: str | os.PathLike) -> Path:
@@ -176,6 +223,110 @@ def state_matches(a: Any, b: Any) -> bool:
     return all(_host_bits(x) == _host_bits(y) for x, y in zip(leaves_a, leaves_b))
 
 
+def _crc32(arr: np.ndarray) -> int:
+    return zlib.crc32(memoryview(np.ascontiguousarray(arr)).cast("B"))
+
+
+def leaf_checksums(tree: Any) -> dict[str, int]:
+    """CRC-32 of every non-empty array leaf's bytes (typed PRNG keys: their key data), by path.
+
+    Leaves whose data is not all on this host (sharded over hosts) are left
+    out: this host cannot see their bytes.
+    """
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if _is_empty(leaf):
+            continue
+        if isinstance(leaf, jax.Array):
+            if not (leaf.is_fully_addressable or leaf.is_fully_replicated):
+                continue
+            if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+                leaf = jax.random.key_data(leaf)
+        out[_leaf_path(path)] = _crc32(np.asarray(leaf))
+    return out
+
+
+_NOISE = (
+    re.compile(r"\s*See full TensorStore details:.*", re.S),
+    re.compile(r"\s*\[source locations=.*?\]", re.S),
+    re.compile(r"\s*\[tensorstore_spec=.*?\]", re.S),
+    re.compile(r"\s*tensorstore_spec=.*", re.S),
+)
+_MAX_REASON = 300
+
+
+def _short_reason(exc: BaseException) -> str:
+    """The innermost cause of ``exc`` in one short line, without TensorStore spec dumps."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    last = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        last = e
+        e = e.__cause__ or e.__context__
+    text = str(last)
+    for pattern in _NOISE:
+        text = pattern.sub("", text)
+    text = " ".join(text.split())
+    if len(text) > _MAX_REASON:
+        text = text[: _MAX_REASON - 3] + "..."
+    return f"{type(last).__name__}: {text}" if text else type(last).__name__
+
+
+_ARRAY_IN_ERROR = (re.compile(r'reading "([^"]+?)/[\d.]+"'), re.compile(r"'path': '([^']+?)/?'\s*,?\s*\}"))
+
+
+def _array_in_error(exc: BaseException) -> str | None:
+    """The leaf path (``params/G_A/...``) that a TensorStore read error names, if any."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        for pattern in _ARRAY_IN_ERROR:
+            for found in pattern.finditer(str(e)):
+                if "/" not in found.group(1):  # orbax joins keys with '.'; file paths have '/'
+                    return found.group(1).replace(".", "/")
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def _is_closed_loop_callback(unraisable: Any) -> bool:
+    """Whether an unraisable error is a TensorStore callback hitting orbax's closed event loop."""
+    if not (isinstance(unraisable.exc_value, RuntimeError)
+            and str(unraisable.exc_value) == "Event loop is closed"):
+        return False
+    tb, names = unraisable.exc_traceback, []
+    while tb is not None:
+        names.append(tb.tb_frame.f_code.co_name)
+        tb = tb.tb_next
+    return "call_soon_threadsafe" in names
+
+
+def _silence_closed_loop_callbacks() -> None:
+    """Drops the 'Event loop is closed' tracebacks a failed orbax read prints, nothing else.
+
+    Their source: orbax runs each restore in a fresh event loop (asyncio_utils.run_sync)
+    and closes it as soon as one TensorStore read fails, while the other reads are still
+    in flight; each of those, on completing, calls ``loop.call_soon_threadsafe`` on the
+    closed loop from a TensorStore thread and the RuntimeError goes to
+    ``sys.unraisablehook`` -- up to one traceback per array, during or just after the
+    failed restore. They carry no information (the failure itself is raised as a
+    CheckpointError), and orbax offers no way to drain the reads first, so this chained
+    hook (installed once per process, idempotent) swallows exactly those and passes on
+    every other unraisable error.
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "_unpaired_closed_loop_filter", False):
+        return
+
+    def hook(unraisable: Any) -> None:
+        if not _is_closed_loop_callback(unraisable):
+            previous(unraisable)
+
+    hook._unpaired_closed_loop_filter = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
+
+
 def _is_empty(leaf: Any) -> bool:
     return int(np.prod(np.shape(leaf))) == 0
 
@@ -231,8 +382,8 @@ class Checkpointer:
     Typical use by a trainer::
 
         ckpt = Checkpointer.for_workdir(workdir, keep=3)
-        if ckpt.latest_step() is not None:
-            state, meta = ckpt.restore(jax.eval_shape(create_state, config, key))
+        if ckpt.latest_step() is not None:  # skips (and moves aside) corrupt newer steps
+            state, meta, step, _ = ckpt.restore_newest_good(jax.eval_shape(create_state, config, key))
         ...
         ckpt.save(step, state, {"config": cfg_dict, "data_step": step, ...})
         ...
@@ -249,13 +400,18 @@ class Checkpointer:
     removes what a killed writer left behind (temporary dirs, ``.trash``).
     """
 
-    def __init__(self, directory: str | os.PathLike, keep: int | None = 3, async_save: bool = True):
-        """Opens ``directory`` (created if missing); ``keep=None`` keeps every checkpoint."""
+    def __init__(self, directory: str | os.PathLike, keep: int | None = 3, async_save: bool = True,
+                 verify: bool = True):
+        """Opens ``directory`` (created if missing); ``keep=None`` keeps every checkpoint.
+
+        ``verify=False`` neither writes nor checks per-array checksums (for huge states).
+        """
         if keep is not None and keep < 1:
             raise ValueError(f"keep must be >= 1 or None, got {keep}")
         self._directory = Path(directory).absolute()
         self._keep = keep
         self._async = async_save
+        self._verify = verify
         self._pending: int | None = None  # step of the save that may still be running
         self._writer = False  # whether this instance has saved, and so owns the leftovers
         self._mngr = self._open()
@@ -270,6 +426,7 @@ class Checkpointer:
         return self._directory
 
     def _open(self) -> ocp.CheckpointManager:
+        _silence_closed_loop_callbacks()
         options = ocp.CheckpointManagerOptions(
             preservation_policy=ocp.checkpoint_managers.LatestN(n=self._keep),
             # Retire old steps by an atomic rename into .trash/ (emptied by wait()),
@@ -325,13 +482,17 @@ class Checkpointer:
         if step in steps or (not force and steps and step < steps[-1]):
             log.warning("checkpoint step %d not saved in %s: steps there are %s", step, self._directory, steps)
             return False
-        args = ocp.args.Composite(
+        items = dict(
             state=ocp.args.StandardSave(_drop_empty(state)),
             meta=ocp.args.JsonSave(meta),
             layout=ocp.args.JsonSave(
                 {"format": _LAYOUT_FORMAT, "leaves": [list(leaf) for leaf in state_layout(state)]}
             ),
         )
+        if self._verify:  # before orbax's save returns: the caller may donate the buffers after
+            items["checksums"] = ocp.args.JsonSave(
+                {"format": _CHECKSUM_FORMAT, "algorithm": "crc32", "leaves": leaf_checksums(state)})
+        args = ocp.args.Composite(**items)
         self._pending = step
         try:
             self._mngr.save(step, args=args, force=True)  # force: our checks above replace orbax's
@@ -409,9 +570,9 @@ class Checkpointer:
         try:
             return self._mngr.restore(step, args=ocp.args.Composite(**{n: ocp.args.JsonRestore() for n in names}))
         except Exception as e:
-            raise CheckpointError(
-                f"cannot read checkpoint step {step} in {self._directory}: {type(e).__name__}: {e}"
-            ) from e
+            raise CheckpointCorruptError(
+                f"cannot read {'/'.join(names)} of checkpoint step {step} in {self._directory}: "
+                f"{_short_reason(e)}", step, self._directory) from e
 
     def read_meta(self, step: int | None = None) -> dict[str, Any]:
         """The ``meta`` dict saved with ``step`` (default: the newest), without loading the state.
@@ -449,8 +610,91 @@ class Checkpointer:
             restore_args = ocp.args.StandardRestore(_drop_empty(template_state))
             restored = self._mngr.restore(step, args=ocp.args.Composite(state=restore_args)).state
         except Exception as e:
-            raise CheckpointError(f"cannot read {where}: {type(e).__name__}: {e}") from e
-        return _refill_empty(restored, template_state), dict(side.meta)
+            array = _array_in_error(e)
+            raise CheckpointCorruptError(
+                f"cannot read {where}" + (f", array {array}" if array else "") + f": {_short_reason(e)}",
+                step, self._directory, array) from e
+        restored = _refill_empty(restored, template_state)
+        if self._verify:
+            self._check(step, restored)
+        return restored, dict(side.meta)
+
+    def _check(self, step: int, restored: Any) -> None:
+        """Raises CheckpointCorruptError if a restored array differs from its saved CRC-32."""
+        where = f"checkpoint step {step} in {self._directory}"
+        if not (self._directory / str(step) / "checksums").is_dir():
+            log.warning("%s has no checksums (written before they existed or with verify off); "
+                        "restored unverified", where)
+            return
+        saved = self._read_json(step, "checksums").checksums
+        if saved.get("algorithm") != "crc32":
+            raise CheckpointCorruptError(
+                f"{where}: unknown checksum algorithm {saved.get('algorithm')!r}", step, self._directory)
+        expected = saved["leaves"]
+        for path, crc in leaf_checksums(jax.device_get(restored)).items():
+            if path in expected and expected[path] != crc:
+                raise CheckpointCorruptError(
+                    f"{where} is corrupt: array {path} has CRC-32 {crc:#010x} on disk, "
+                    f"{expected[path]:#010x} when saved", step, self._directory, path)
+
+    def move_aside(self, step: int) -> Path | None:
+        """Renames ``<step>/`` to a new ``<step>.corrupt-<n>/`` (kept, ignored by :meth:`all_steps`).
+
+        Returns the new path; only process 0 renames (others return None).
+        """
+        if jax.process_index() != 0:
+            return None
+        taken = [e.name for e in self._directory.glob(f"{step}{_CORRUPT_MARKER}*")]
+        numbers = [int(n.rsplit("-", 1)[1]) for n in taken if n.rsplit("-", 1)[1].isdigit()]
+        target = self._directory / f"{step}{_CORRUPT_MARKER}{max(numbers, default=0) + 1}"
+        try:
+            os.rename(self._directory / str(step), target)
+        except OSError as e:
+            raise CheckpointError(f"cannot move checkpoint step {step} in {self._directory} aside: {e}") from e
+        self._reopen()  # orbax caches the step list
+        return target
+
+    def _reopen(self) -> None:
+        try:
+            self._mngr.close()
+        except Exception:  # nothing pending here; a close error must not hide the real one
+            pass
+        self._mngr = self._open()
+
+    def restore_newest_good(
+        self, template_state: State, move_aside: bool = True
+    ) -> tuple[State, dict[str, Any], int, list[str]]:
+        """(state, meta, step, skipped) of the newest checkpoint that reads and verifies.
+
+        Each unusable newer step is logged in one line and, with ``move_aside``
+        (trainers; readers pass False), renamed by :meth:`move_aside`;
+        ``skipped`` says what happened to each. A :class:`CheckpointMismatchError`
+        (another config) is raised at once, as it is no corruption. If no step
+        is usable, raises :class:`CheckpointError` naming every one.
+        """
+        self.wait()
+        steps = self.all_steps()
+        if not steps:
+            raise CheckpointError(f"no complete checkpoint in {self._directory}")
+        skipped: list[str] = []
+        for step in reversed(steps):
+            try:
+                state, meta = self.restore(template_state, step)
+            except CheckpointMismatchError:
+                raise
+            except CheckpointError as e:
+                moved = self.move_aside(step) if move_aside else None
+                fate = f"moved to {moved.name}" if moved else "left in place"
+                skipped.append(f"step {step} ({fate})")
+                log.warning("%s; %s, %s", e, fate,
+                            "trying an older one" if step != steps[0] else "no older checkpoint")
+                continue
+            if skipped:
+                log.warning("resuming from checkpoint step %d in %s instead of the unusable %s",
+                            step, self._directory, ", ".join(skipped))
+            return state, meta, step, skipped
+        raise CheckpointError(
+            f"no usable checkpoint in {self._directory}: {', '.join(skipped)}; all are still on disk")
 
     def close(self) -> None:
         """Waits for the pending save (raising if it failed) and releases orbax's resources."""

@@ -104,20 +104,23 @@ def _config_differences(saved: Mapping[str, Any], current: Mapping[str, Any], pr
 def restore_or_create(
     method: Any, config: ml_collections.ConfigDict, ckpt: checkpoint.Checkpointer
 ) -> tuple[Any, int | None]:
-    """The newest checkpointed state in the workdir, or a fresh one; and its step (or None)."""
+    """The newest good checkpointed state in the workdir, or a fresh one; and its step (or None).
+
+    Unreadable or corrupt newer checkpoints are moved aside (`<step>.corrupt-<n>`), never deleted.
+    """
     state = method.create_state(jax.random.key(config.seed))
-    latest = ckpt.latest_step()
-    if latest is None:
+    if ckpt.latest_step() is None:
         return state, None
-    saved_config = ckpt.read_meta(latest).get("config", {})
-    changes = _config_differences(saved_config, config.to_dict())
     try:
-        state, _ = ckpt.restore(state, latest)
+        state, meta, latest, _ = ckpt.restore_newest_good(state)
     except checkpoint.CheckpointMismatchError as err:
+        saved_config = ckpt.read_meta(ckpt.latest_step()).get("config", {})
+        changes = _config_differences(saved_config, config.to_dict())
         raise checkpoint.CheckpointMismatchError(
             f"{err}\nThe config differs from the one the checkpoint was trained with: "
             + ("; ".join(changes) or "(no key differs: the code's networks changed)")
             + ". Use another --workdir to start a new run.", err.mismatches) from err
+    changes = _config_differences(meta.get("config", {}), config.to_dict())
     benign = [c for c in changes if not c.startswith(("config.max_steps", "config.log_every",
                                                       "config.sample_every", "config.checkpoint_every",
                                                       "config.keep_checkpoints", "config.data.num_workers"))]
@@ -162,12 +165,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
         shard_index=jax.process_index(), shard_count=jax.process_count())
     plan = plan_run(config, loader.steps_per_epoch)
     method = methods.build(config, plan.steps_per_epoch)
-    ckpt = checkpoint.Checkpointer.for_workdir(workdir, keep=config.keep_checkpoints)
-    state, last_good = restore_or_create(method, config, ckpt)
+    ckpt = checkpoint.Checkpointer.for_workdir(
+        workdir, keep=config.keep_checkpoints, verify=config.get("verify_checkpoints", True))
     try:
+        state, last_good = restore_or_create(method, config, ckpt)
         state, init_record = start_or_resume(method, config, ckpt, state, last_good, workdir)
     except BaseException:
-        ckpt.close()
+        ckpt.close()  # release orbax's threads and the data workers before the error propagates
         loader.close()
         raise
     start = int(state.step)

@@ -119,8 +119,6 @@ def load_workdir_state(
     applied on top. Everything but params and model_state is dropped from the state
     (optimizer moments, pools), since inference needs neither.
     """
-    from unpaired import methods
-
     workdir = Path(workdir)
     directory = checkpoint_dir(workdir)
     if not directory.is_dir():
@@ -130,25 +128,51 @@ def load_workdir_state(
         steps = ckpt.all_steps()
         if not steps:
             raise CheckpointError(f"no complete checkpoint in {directory}")
-        step = steps[-1] if step is None else int(step)  # resolved once: a trainer may add more
-        meta = ckpt.read_meta(step)
-        if not isinstance(meta.get("config"), Mapping):
-            raise CheckpointError(
-                f"checkpoint step {step} in {directory} has no saved config in its meta")
-        config = ml_collections.ConfigDict(meta["config"])
-        for name, value in (overrides or {}).items():
-            _set_path(config, name, value)
-        method = methods.build(config)
-        template = jax.eval_shape(method.create_state, jax.random.key(0))
-        try:
-            state, _ = ckpt.restore(template, step)
-        except CheckpointMismatchError as e:
-            if not all(m.startswith("key:") for m in e.mismatches):
+        # Resolved once (a trainer may add more); without --step the newest usable one,
+        # skipping (never moving: readers leave a workdir alone) unreadable or corrupt ones.
+        candidates = list(reversed(steps)) if step is None else [int(step)]
+        unusable = []
+        for step in candidates:
+            try:
+                method, state, config = _load_step(ckpt, step, overrides)
+                break
+            except CheckpointMismatchError:
                 raise
-            state, _ = ckpt.restore(_key_template(template), step)
+            except CheckpointError as e:
+                if len(candidates) == 1:
+                    raise
+                unusable.append(f"step {step}")
+                log.warning("%s; trying an older checkpoint", e)
+        else:
+            raise CheckpointError(
+                f"no usable checkpoint in {directory}: {', '.join(unusable)} (see the lines above)")
+        if unusable:
+            log.warning("using checkpoint step %d in %s: %s unusable", step, directory, ", ".join(unusable))
     finally:
         ckpt.close()
     state = state.replace(opt_state={}, buffers={})
+    return method, state, config
+
+
+def _load_step(ckpt: Checkpointer, step: int, overrides: Mapping[str, Any] | None
+               ) -> tuple[Any, Any, ml_collections.ConfigDict]:
+    """(method, state, config) of checkpoint `step`, its networks rebuilt from the saved config."""
+    from unpaired import methods
+
+    meta = ckpt.read_meta(step)
+    if not isinstance(meta.get("config"), Mapping):
+        raise CheckpointError(f"checkpoint step {step} in {ckpt.directory} has no saved config in its meta")
+    config = ml_collections.ConfigDict(meta["config"])
+    for name, value in (overrides or {}).items():
+        _set_path(config, name, value)
+    method = methods.build(config)
+    template = jax.eval_shape(method.create_state, jax.random.key(0))
+    try:
+        state, _ = ckpt.restore(template, step)
+    except CheckpointMismatchError as e:
+        if not all(m.startswith("key:") for m in e.mismatches):
+            raise
+        state, _ = ckpt.restore(_key_template(template), step)
     return method, state, config
 
 

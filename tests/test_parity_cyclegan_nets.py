@@ -17,7 +17,7 @@ from unpaired import torch_io
 from unpaired.nets import cyclegan as nets
 
 from tests.helpers import grad_errors, nchw, nhwc, rel_err, x64
-from tests.torch_reference import cyclegan as ref
+from unpaired.torch_reference import cyclegan as ref
 
 torch.backends.cudnn.allow_tf32 = False
 torch.backends.cuda.matmul.allow_tf32 = False

@@ -5,7 +5,9 @@ the method named by `config.method` as a callable `step(real_A, real_B)` (NCHW t
 `device`); `unpaired.benchmark` times it against our jitted `train_step`. A method plugs in
 by adding a builder to `REFERENCE_STEPS`; the benchmark itself never changes.
 
-torch is imported only inside the builders, so importing this package is free.
+An optional subpackage: its builders need torch (the `test` extra,
+`pip install -e .[test]`), imported only inside them, so importing this package is free
+and the rest of `unpaired` never needs torch. Tests import the re-expressions from here.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def _cyclegan_step(config, device: str, dtype, compile: bool = False) -> StepFn:
     """
     import torch
 
-    from tests.torch_reference import cyclegan as ref
+    from unpaired.torch_reference import cyclegan as ref
 
     def generator(in_nc: int, out_nc: int):
         return ref.define_G(in_nc, out_nc, config.ngf, config.netG, config.norm,

@@ -2,8 +2,9 @@
 
 This is an independent re-expression written from the facts collected in
 ``shared/reference/cyclegan.md`` (sections 1-3 and 9), not a copy of the reference
-code. It exists for the parity tests and the benchmark only: it is not part of the
-``unpaired`` package and is never imported by it.
+code. It exists for the parity tests and the benchmark only: it lives in the optional
+``unpaired.torch_reference`` subpackage (needs the ``test`` extra, i.e. torch), and
+nothing else in ``unpaired`` imports it except the benchmark's torch modes, lazily.
 
 What "parity" means here:
 

@@ -119,12 +119,14 @@ class CycleGAN:
             config.norm != "batch" and config.no_dropout
         )
         dtype = _dtype(config.dtype)
+        init_type = config.get("init_type", "normal")  # configs saved before it existed
         make_G = lambda out_nc: nets.define_G(
             config.netG, out_nc, config.ngf, config.norm, not config.no_dropout,
-            config.init_gain, dtype, remat=config.remat,
+            config.init_gain, dtype, remat=config.remat, init_type=init_type,
         )
         make_D = lambda: nets.define_D(
-            config.netD, config.ndf, config.n_layers_D, config.norm, config.init_gain, dtype
+            config.netD, config.ndf, config.n_layers_D, config.norm, config.init_gain, dtype,
+            init_type=init_type,
         )
         self.modules = {
             "G_A": make_G(self.output_nc), "G_B": make_G(self.input_nc),
@@ -165,7 +167,7 @@ class CycleGAN:
         return TrainState(jnp.zeros((), jnp.int32), params, model_state, opt_state, buffers, key)
 
     def create_state(self, key: Array) -> TrainState:
-        """Initialises every network with the reference's N(0, init_gain) init."""
+        """Initialises every network with the reference's `init_weights(init_type, init_gain)`."""
         init_key, state_key = jax.random.split(key)
         return self.state_from_variables(self.init_variables(init_key), state_key)
 

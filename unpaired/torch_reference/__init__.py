@@ -21,7 +21,7 @@ def _cyclegan_step(config, device: str, dtype, compile: bool = False) -> StepFn:
     """`CycleGANReference.optimize_parameters` on freshly initialised reference networks.
 
     Networks follow `config` (netG, netD, ngf, ndf, n_layers_D, norm, no_dropout,
-    init_gain, input_nc/output_nc), the optimisers and losses its lr, beta1, lambdas,
+    init_gain, init_type, input_nc/output_nc), the optimisers and losses its lr, beta1, lambdas,
     gan_mode and pool_size. `dtype=torch.bfloat16` runs the step under
     `torch.autocast(device, torch.bfloat16)` (parameters and optimiser stay float32, as in
     our bf16 mode). `compile=True` wraps each network in `torch.compile` (the optimisers
@@ -46,7 +46,7 @@ def _cyclegan_step(config, device: str, dtype, compile: bool = False) -> StepFn:
         "D_B": discriminator(config.input_nc),
     }
     for name, net in nets.items():
-        ref.init_weights(net, config.init_gain)
+        ref.init_weights(net, config.init_gain, init_type=config.get("init_type", "normal"))
         nets[name] = net.to(device).train()
     if compile:
         nets = {name: torch.compile(net) for name, net in nets.items()}

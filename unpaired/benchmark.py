@@ -648,14 +648,14 @@ def measure_data_rate(
     import jax
     from jax.sharding import NamedSharding, PartitionSpec
 
-    from unpaired import data, train
+    from unpaired import data, methods, train
 
     if batches < 1 or (warmup is not None and warmup < 0):
         raise ValueError("need batches >= 1 and warmup >= 0")
     start = time.perf_counter()
     loader = data.make_loader(
         config.data, split="train", batch_size=config.batch_size, seed=config.seed,
-        input_nc=config.input_nc, output_nc=config.output_nc,
+        spec=methods.get_method_class(config.method).data_spec(config),
         shard_index=jax.process_index(), shard_count=jax.process_count())
     warmup = loader.prefetch + prefetch + 1 if warmup is None else int(warmup)
     sharding = NamedSharding(train.data_mesh(), PartitionSpec("data"))

@@ -82,6 +82,11 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int = 1) -> None
 
 
 def _validate_data(config: ml_collections.ConfigDict) -> None:
+    # Imported here so this function's edits stay inside it (the rest of the file is being split).
+    from unpaired.data import DataError, check_locations, parse_domains  # pylint: disable=import-outside-toplevel
+    from unpaired.data.locations import parse_mapping  # pylint: disable=import-outside-toplevel
+    from unpaired.methods import get_method_class  # pylint: disable=import-outside-toplevel
+
     data = config.data
     _choice(data, "source", SOURCES, "config.data")
     _choice(data, "preprocess", PREPROCESS_MODES, "config.data")
@@ -124,3 +129,17 @@ def _validate_data(config: ml_collections.ConfigDict) -> None:
                 f"config.data.image_size={data.image_size} must be a multiple of {multiple} for "
                 f"config.netG={config.netG!r}"
             )
+    # Every domain the method reads has a location, and labels it needs a file (no image is read).
+    try:
+        spec = get_method_class(config.method).data_spec(config)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    try:
+        if "domains" in data:
+            parse_domains(data.domains)
+        for key in ("idx", "idx_test", "idx_labels", "idx_test_labels", "digits"):
+            if key in data:
+                parse_mapping(data[key], key)
+        check_locations(data, spec, "train")
+    except DataError as err:
+        raise ConfigError(str(err)) from err

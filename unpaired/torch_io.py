@@ -5,8 +5,8 @@ is `model.10.conv_block.5`), so one rule maps every network: the last `_N` of a 
 name becomes `.N`, `kernel` is `weight` (OIHW <-> HWIO; ConvTranspose2d's (in, out, k, k)
 weight takes the same transpose, see `layers.ConvTranspose2d`), BatchNorm's `scale` is
 `weight` and its statistics are `running_mean`, `running_var`, `num_batches_tracked`.
-Loading is strict: a key or shape that does not fit is an error naming it. torch is
-needed only to read or write `.pth` files, never to convert arrays.
+Loading is strict: a key or shape that does not fit is an error naming it. `.pth` files
+are read and written by `unpaired.weights`, without torch.
 """
 
 from __future__ import annotations
@@ -15,6 +15,9 @@ import re
 from typing import Any, Mapping
 
 import numpy as np
+
+from unpaired.weights.torch_pickle import load_state_dict_file
+from unpaired.weights.torch_writer import write_torch_file
 
 _INDEXED = re.compile(r"^(.*)_(\d+)$")
 _STAT_NAMES = {"mean": "running_mean", "var": "running_var",
@@ -161,33 +164,23 @@ def from_state_dict(
 
 
 def load_pth(path: str) -> dict[str, np.ndarray]:
-    """Reads a `.pth` state_dict (as `torch.load(weights_only=True)`) into numpy arrays."""
-    try:
-        import torch
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            f"reading {path} needs PyTorch (pip install torch); it is used only to unpickle"
-        ) from err
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"{path} is not a readable PyTorch checkpoint: {err}") from err
-    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"{path} holds a {type(obj).__name__}, not a state_dict")
-    return {k: _to_numpy(v) for k, v in obj.items()}
+    """Reads a `.pth` state_dict (either torch format) into numpy arrays, without torch.
+
+    The file is read as data by `unpaired.weights` (no pickled code runs); a
+    `{'state_dict': ...}` wrapper is unwrapped. Errors name the file.
+    """
+    return load_state_dict_file(path)
 
 
 def save_pth(state_dict: Mapping[str, np.ndarray], path: str) -> None:
-    """Writes a state_dict that `torch.load` and `load_state_dict` accept as the reference's."""
-    import torch
+    """Writes a state_dict that `torch.load` and `load_state_dict` accept as the reference's.
 
-    tensors = {}
+    Written without torch (zip format); `num_batches_tracked` is stored as int64 as torch has it.
+    """
+    arrays = {}
     for key, value in state_dict.items():
-        array = np.ascontiguousarray(value)
-        tensor = torch.from_numpy(array.copy())
+        array = np.asarray(value)
         if key.endswith("num_batches_tracked"):
-            tensor = tensor.to(torch.int64)
-        tensors[key] = tensor
-    torch.save(tensors, path)
+            array = array.astype(np.int64)
+        arrays[key] = array
+    write_torch_file(arrays, path)

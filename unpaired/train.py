@@ -132,7 +132,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
     os.makedirs(workdir, exist_ok=True)
     loader = data.make_loader(
         config.data, split="train", batch_size=config.batch_size, seed=config.seed,
-        input_nc=config.input_nc, output_nc=config.output_nc,
+        spec=methods.get_method_class(config.method).data_spec(config),
         shard_index=jax.process_index(), shard_count=jax.process_count())
     plan = plan_run(config, loader.steps_per_epoch)
     method = methods.build(config, plan.steps_per_epoch)

@@ -6,6 +6,10 @@ upscaled with bicubic. Domain B is rendered from the font bundled with Pillow
 width, rotation and position. Both are white digits on black (MNIST's convention), uint8,
 `image_size` square, so the domains differ in style, not polarity. Nothing is downloaded.
 Rendering is deterministic for a seed on a given Pillow/FreeType build.
+
+For runs with more domains, `render_digits(name, split)` gives any of `RENDERINGS`:
+'handwritten' (A), 'printed' (B), 'thick' (the handwritten digits with strokes thickened by a
+3x3 maximum filter) and 'inverted' (the printed digits, black on white). All carry labels.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import importlib.util
 import os
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from unpaired.data.errors import DataError
 
@@ -128,6 +132,42 @@ def printed_digits(
         for i in range(count)
     ]) if count else np.zeros((0, image_size, image_size), np.uint8)
     return images, labels
+
+
+def thick_digits(split: str = "train", *, image_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """The handwritten digits with strokes thickened by a 3x3 maximum filter (a bolder hand)."""
+    images, labels = handwritten_digits(split, image_size=image_size)
+    thick = np.stack([np.asarray(Image.fromarray(x, "L").filter(ImageFilter.MaxFilter(3))) for x in images])
+    return thick, labels
+
+
+def inverted_digits(
+    split: str = "train", *, image_size: int = 32, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """The printed digits in the opposite polarity: black digits on white."""
+    images, labels = printed_digits(split, image_size=image_size, seed=seed)
+    return 255 - images, labels
+
+
+# Rendering name -> function(split, image_size, seed) -> (uint8 images [N, S, S], int64 labels [N]).
+RENDERINGS = {
+    "handwritten": lambda split, size, seed: handwritten_digits(split, image_size=size),
+    "printed": lambda split, size, seed: printed_digits(split, image_size=size, seed=seed),
+    "thick": lambda split, size, seed: thick_digits(split, image_size=size),
+    "inverted": lambda split, size, seed: inverted_digits(split, image_size=size, seed=seed),
+}
+
+
+def render_digits(
+    name: str, split: str = "train", *, image_size: int = 32, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """One named rendering of the built-in digits: (uint8 images [N, S, S], int64 labels [N])."""
+    if name not in RENDERINGS:
+        raise DataError(f"unknown built-in digit rendering {name!r}; expected one of {', '.join(RENDERINGS)}")
+    if not isinstance(image_size, int) or image_size < 8:
+        raise DataError(f"config.data.image_size={image_size!r} must be an integer >= 8")
+    _check_split(split)
+    return RENDERINGS[name](split, image_size, seed)
 
 
 def load_builtin_digits(

@@ -14,7 +14,8 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (
 
 LAYOUT_HINT = (
     "expected the CycleGAN layout: <dataroot>/trainA, <dataroot>/trainB, "
-    "<dataroot>/testA, <dataroot>/testB, each holding image files "
+    "<dataroot>/testA, <dataroot>/testB (or <dataroot>/<split>/<domain>/ for any domain names), "
+    "each holding image files "
     f"({', '.join(IMAGE_EXTENSIONS)}, any case; subfolders allowed)"
 )
 

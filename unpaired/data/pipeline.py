@@ -1,22 +1,26 @@
-"""The unpaired (A, B) batch loader: deterministic per step, resumable, thread-prefetched.
+"""The unpaired batch loader over N named domains: deterministic per step, resumable, prefetched.
 
-Sampling follows the reference's UnalignedDataset + DataLoader, but every batch is a pure
-function of (seed, step, domain sizes, options), so a run resumed at step k reads exactly the
-batches an uninterrupted run would:
+Sampling follows the reference's UnalignedDataset + DataLoader, generalised from (A, B) to an
+ordered set of domains D_0, D_1, ...; every batch is a pure function of (seed, step, domain
+sizes, options), so a run resumed at step k reads exactly the batches an uninterrupted run would:
 
-- An epoch has `max(|A|, |B|)` samples and `steps_per_epoch = max(|A|, |B|) // batch_size`
+- An epoch has `max_i |D_i|` samples and `steps_per_epoch = max_i |D_i| // batch_size`
   steps (drop_last=True: every batch is full; the reference keeps the ragged last batch).
 - Step k is epoch `e = k // steps_per_epoch`, positions `p = (k % steps_per_epoch) * batch_size
   + 0..batch_size-1` of that epoch.
-- A index: `perm_e[p] % |A|` with `perm_e = default_rng([seed, e]).permutation(max(|A|,|B|))`,
-  or `p % |A|` with serial_batches.
-- B index: uniform in [0, |B|) from `default_rng([seed, e, p, 1])`, or `p % |B|` with
-  serial_batches. A's crop/flip use `default_rng([seed, e, p, 0])`, B's continue on B's
-  generator after its index draw: A and B are augmented independently.
+- D_0's index: `perm_e[p] % |D_0|` with `perm_e = default_rng([seed, e]).permutation(max_i |D_i|)`,
+  or `p % |D_0|` with serial_batches.
+- D_i's index (i > 0): uniform in [0, |D_i|) from `default_rng([seed, e, p, i])`, or `p % |D_i|`
+  with serial_batches. D_0's crop/flip use `default_rng([seed, e, p, 0])`, D_i's continue on its
+  generator after its index draw: domains are augmented independently. With domains (A, B) this
+  is exactly the CycleGAN rule (A = D_0, B = D_1).
+- Domains listed in `labels` also deliver `<domain>_label` (int32 [n]): the label of the image
+  actually delivered.
 - With shard_count hosts each host takes the contiguous slice `shard_index` of every global
   batch (batch_size is the global batch size).
 - An unreadable image (DataError from decoding or preprocessing) is, with bad_image='skip',
-  replaced by the next readable index of the same domain (wrapping around) and counted; with
+  replaced by the next readable index of the same domain (wrapping around; its label comes
+  with it) and counted; with
   bad_image='error' the DataError (naming the file) propagates.
 """
 
@@ -27,13 +31,14 @@ import concurrent.futures
 import logging
 import threading
 import weakref
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
 
 from unpaired.data.errors import DataError
 from unpaired.data.sources import DomainSource, as_image
+from unpaired.data.spec import DataSpec
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +46,6 @@ Batch = dict[str, np.ndarray]
 # transform(image, rng) -> float32 HxWxC array; e.g. transforms.Preprocess.
 Transform = Callable[[Image.Image, np.random.Generator], np.ndarray]
 BAD_IMAGE_POLICIES = ("skip", "error")
-_DOMAINS = ("A", "B")
 
 
 def _source_name(source: Any) -> str:
@@ -150,18 +154,38 @@ class BatchIterator(Iterator[Batch]):
             pool.shutdown(wait=False, cancel_futures=True)
 
 
+def source_labels(source: Any) -> np.ndarray | None:
+    """A source's integer labels (one per image), or None when it has none."""
+    labels = getattr(source, "labels", None)
+    return None if labels is None else np.asarray(labels)
+
+
+def _domain_mapping(value: Any, what: str) -> dict[str, Any]:
+    """A {domain: value} dict from a mapping (its order kept); DataError naming `what` otherwise."""
+    if not isinstance(value, Mapping) or not value:
+        raise DataError(f"{what} must be a non-empty mapping from domain name to value, got {type(value).__name__}")
+    return dict(value)
+
+
 class UnpairedLoader:
-    """Deterministic unpaired batches {'A': [N,H,W,C], 'B': [N,H,W,C]} float32 in [-1, 1]."""
+    """Deterministic unpaired batches {domain: float32 [N,H,W,C] in [-1, 1], '<domain>_label': int32 [N]}.
+
+    `sources` maps domain names, in order, to their sources (the first domain follows the epoch
+    permutation). `UnpairedLoader(source_A, source_B, transform_A=..., transform_B=...)` is the
+    two-domain (A, B) form CycleGAN uses.
+    """
 
     def __init__(
         self,
-        source_A: DomainSource,
-        source_B: DomainSource,
+        sources: Mapping[str, DomainSource] | DomainSource,
+        source_B: DomainSource | None = None,
         *,
         batch_size: int,
-        transform_A: Transform,
-        transform_B: Transform,
         seed: int,
+        transforms: Mapping[str, Transform] | Transform | None = None,
+        transform_A: Transform | None = None,
+        transform_B: Transform | None = None,
+        labels: Sequence[str] = (),
         serial_batches: bool = False,
         num_workers: int = 2,
         shard_index: int = 0,
@@ -170,12 +194,38 @@ class UnpairedLoader:
         prefetch: int | None = None,
     ) -> None:
         """Validate the options; nothing is decoded until a batch is asked for."""
-        self.sources = {"A": source_A, "B": source_B}
-        self.transforms = {"A": transform_A, "B": transform_B}
+        if source_B is not None:  # the (A, B) form
+            if transforms is not None or transform_A is None or transform_B is None:
+                raise DataError("UnpairedLoader(source_A, source_B) needs transform_A and transform_B (not transforms)")
+            sources, transforms = {"A": sources, "B": source_B}, {"A": transform_A, "B": transform_B}
+        elif transform_A is not None or transform_B is not None:
+            raise DataError("transform_A/transform_B go with UnpairedLoader(source_A, source_B); pass transforms=")
+        self.sources: dict[str, DomainSource] = _domain_mapping(sources, "sources")
+        self.domains: tuple[str, ...] = tuple(self.sources)
+        if transforms is None:
+            raise DataError("UnpairedLoader needs transforms (one transform, or one per domain)")
+        if callable(transforms) and not isinstance(transforms, Mapping):
+            transforms = {d: transforms for d in self.domains}
+        self.transforms: dict[str, Transform] = _domain_mapping(transforms, "transforms")
+        if set(self.transforms) != set(self.domains):
+            raise DataError(f"transforms name {sorted(self.transforms)}, but the domains are {list(self.domains)}")
         self.sizes = {d: len(s) for d, s in self.sources.items()}
         for d, n in self.sizes.items():
             if n == 0:
                 raise DataError(f"domain {d} ({_source_name(self.sources[d])}) has no images")
+        self.labels: dict[str, np.ndarray] = {}
+        for d in labels:
+            if d not in self.sources:
+                raise DataError(f"labels asked for domain {d!r}, which is not one of {list(self.domains)}")
+            found = source_labels(self.sources[d])
+            if found is None:
+                raise DataError(f"domain {d} ({_source_name(self.sources[d])}) has no labels, but they are needed")
+            if found.ndim != 1 or len(found) != self.sizes[d] or not np.issubdtype(found.dtype, np.integer):
+                raise DataError(
+                    f"domain {d} ({_source_name(self.sources[d])}): labels must be integers, one per image "
+                    f"({self.sizes[d]}), got {found.dtype} {found.shape}"
+                )
+            self.labels[d] = found.astype(np.int32)
         self.batch_size = _positive_int(batch_size, "batch_size")
         self.seed = _positive_int(seed, "seed", allow_zero=True)
         self.num_workers = _positive_int(num_workers, "num_workers (config.data.num_workers)", allow_zero=True)
@@ -196,16 +246,17 @@ class UnpairedLoader:
         self.num_samples = max(self.sizes.values())
         self.steps_per_epoch = self.num_samples // self.batch_size
         if self.steps_per_epoch == 0:
+            sizes = ", ".join(f"|{d}|={n}" for d, n in self.sizes.items())
             raise DataError(
                 f"batch_size={batch_size} is larger than the epoch ({self.num_samples} samples = "
-                f"max(|A|={self.sizes['A']}, |B|={self.sizes['B']})); use a smaller batch_size"
+                f"max({sizes})); use a smaller batch_size"
             )
         self.prefetch = _positive_int(
             prefetch if prefetch is not None else max(2, 2 * self.num_workers), "prefetch"
         )
         self._lock = threading.Lock()
         self._perm_cache: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
-        self._bad: dict[str, set[int]] = {d: set() for d in _DOMAINS}
+        self._bad: dict[str, set[int]] = {d: set() for d in self.domains}
         self._skipped = 0
         self._iterators: weakref.WeakSet[BatchIterator] = weakref.WeakSet()
 
@@ -237,21 +288,23 @@ class UnpairedLoader:
         """The source indices (before any bad-image replacement) of this host's batch `step`."""
         epoch, positions = self.positions(step)
         perm = self._permutation(epoch)
-        out: dict[str, list[int]] = {"A": [], "B": []}
+        first = self.domains[0]
+        out: dict[str, list[int]] = {d: [] for d in self.domains}
         for p in positions:
-            out["A"].append(int(perm[p]) % self.sizes["A"])
-            out["B"].append(self._index_b(epoch, int(p), self._rng(epoch, int(p), "B")))
+            out[first].append(int(perm[p]) % self.sizes[first])
+            for d in self.domains[1:]:
+                out[d].append(self._drawn_index(d, int(p), self._rng(epoch, int(p), d)))
         return out
 
     def _rng(self, epoch: int, position: int, domain: str) -> np.random.Generator:
-        """The per-sample generator of one domain."""
-        return np.random.default_rng([self.seed, epoch, position, _DOMAINS.index(domain)])
+        """The per-sample generator of one domain (its stream number is its place in the order)."""
+        return np.random.default_rng([self.seed, epoch, position, self.domains.index(domain)])
 
-    def _index_b(self, epoch: int, position: int, rng: np.random.Generator) -> int:
-        """B's index: serial, or a uniform draw (the first draw of B's generator)."""
+    def _drawn_index(self, domain: str, position: int, rng: np.random.Generator) -> int:
+        """A later domain's index: serial, or a uniform draw (the first draw of its generator)."""
         if self.serial_batches:
-            return position % self.sizes["B"]
-        return int(rng.integers(self.sizes["B"]))
+            return position % self.sizes[domain]
+        return int(rng.integers(self.sizes[domain]))
 
     # ----- building batches -------------------------------------------------------------------
 
@@ -268,8 +321,8 @@ class UnpairedLoader:
             bad = {d: sorted(s) for d, s in self._bad.items()}
         return {d: [_item_name(self.sources[d], i) for i in idx] for d, idx in bad.items()}
 
-    def _sample(self, domain: str, index: int, epoch: int, position: int) -> np.ndarray:
-        """Decode and transform one image, replacing unreadable ones per the bad_image policy."""
+    def _sample(self, domain: str, index: int, epoch: int, position: int) -> tuple[np.ndarray, int]:
+        """(image, index actually read): decode and transform, replacing unreadable ones per bad_image."""
         source, n = self.sources[domain], self.sizes[domain]
         for attempt in range(n):
             i = (index + attempt) % n
@@ -279,10 +332,10 @@ class UnpairedLoader:
                 self._count_skip()
                 continue
             rng = self._rng(epoch, position, domain)
-            if domain == "B":
-                self._index_b(epoch, position, rng)  # keep B's draws aligned after its index draw
+            if domain != self.domains[0]:
+                self._drawn_index(domain, position, rng)  # keep its draws aligned after the index draw
             try:
-                return self._load_and_transform(domain, i, rng)
+                return self._load_and_transform(domain, i, rng), i
             except DataError as err:
                 if self.bad_image == "error":
                     raise
@@ -318,13 +371,16 @@ class UnpairedLoader:
             self._skipped += 1
 
     def batch(self, step: int) -> Batch:
-        """This host's part of global batch `step`: {'A': float32 [n,H,W,C], 'B': ...}."""
+        """This host's part of global batch `step`: {domain: float32 [n,H,W,C], '<domain>_label': int32 [n]}."""
         epoch, positions = self.positions(step)
         indices = self.indices(step)
-        return {
-            d: self._stack(d, [self._sample(d, indices[d][k], epoch, int(p)) for k, p in enumerate(positions)])
-            for d in _DOMAINS
-        }
+        out: Batch = {}
+        for d in self.domains:
+            samples = [self._sample(d, indices[d][k], epoch, int(p)) for k, p in enumerate(positions)]
+            out[d] = self._stack(d, [x for x, _ in samples])
+            if d in self.labels:
+                out[DataSpec.label_key(d)] = self.labels[d][[i for _, i in samples]]
+        return out
 
     def _stack(self, domain: str, xs: list[np.ndarray]) -> np.ndarray:
         """Stack samples, explaining the usual cause when their sizes differ."""

@@ -26,7 +26,7 @@ CASES = [
 ]
 
 
-def _stderr_lines(module, args, tmp_path):
+def _stderr_lines(module, args):
     result = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
@@ -36,7 +36,7 @@ def _stderr_lines(module, args, tmp_path):
 
 @pytest.mark.parametrize("args,message", CASES, ids=[c[1][7:40] for c in CASES])
 def test_train_config_errors_are_one_line(args, message, tmp_path):
-    assert _stderr_lines("launch.train", [f"--workdir={tmp_path}", *args], tmp_path) == [message]
+    assert _stderr_lines("launch.train", [f"--workdir={tmp_path}", *args]) == [message]
 
 
 @pytest.mark.parametrize("args,message", [
@@ -44,8 +44,8 @@ def test_train_config_errors_are_one_line(args, message, tmp_path):
     (["--config=configs/nope.py"], CASES[4][1]),
     (["--config=configs/cyclegan.py:digits", "--config.lr=fast"], CASES[3][1]),
 ])
-def test_benchmark_config_errors_are_one_line(args, message, tmp_path):
-    assert _stderr_lines("launch.benchmark", ["--torch=none", *args], tmp_path) == [message]
+def test_benchmark_config_errors_are_one_line(args, message):
+    assert _stderr_lines("launch.benchmark", ["--torch=none", *args]) == [message]
 
 
 def test_check_config_args_reads_every_override_form(tmp_path):

@@ -40,7 +40,7 @@ def our_weight(kind, init_type, seed=0):
     return weight
 
 
-def expected_std(kind, init_type, shape):
+def expected_std(init_type, shape):
     """The std torch's formula gives for a weight of `shape` (fan_in from dim 1, fan_out dim 0)."""
     receptive = shape[2] * shape[3]
     fan_in, fan_out = shape[1] * receptive, shape[0] * receptive
@@ -59,7 +59,7 @@ def expected_std(kind, init_type, shape):
 def test_weight_statistics_match_torch_and_its_fan_rule(kind, init_type):
     theirs, ours = torch_weight(kind, init_type), our_weight(kind, init_type)
     assert ours.shape == theirs.shape
-    std = expected_std(kind, init_type, theirs.shape)
+    std = expected_std(init_type, theirs.shape)
     # ~18k samples: the std's relative standard error is ~0.5%; 4% is 8 sigma.
     assert abs(theirs.std() / std - 1) < 0.04, (theirs.std(), std)  # our reading of torch's rule
     assert abs(ours.std() / std - 1) < 0.04, (ours.std(), std)

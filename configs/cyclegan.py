@@ -58,7 +58,7 @@ def get_config(preset: str = "digits") -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.method = "cyclegan"
     c.seed = 0
-    # Networks (reference: --netG --netD --n_layers_D --norm --ngf --ndf --no_dropout --init_gain).
+    # Networks (reference: --netG --netD --n_layers_D --norm --ngf --ndf --no_dropout --init_type --init_gain).
     c.input_nc = 3
     c.output_nc = 3
     c.netG = "resnet_9blocks"
@@ -69,6 +69,7 @@ def get_config(preset: str = "digits") -> ml_collections.ConfigDict:
     c.ndf = 64
     c.no_dropout = True
     c.init_gain = 0.02
+    c.init_type = "normal"      # normal | xavier | kaiming | orthogonal (reference --init_type)
     # Losses.
     c.gan_mode = "lsgan"        # lsgan | vanilla | wgangp | hinge
     c.lambda_A = 10.0
@@ -80,7 +81,7 @@ def get_config(preset: str = "digits") -> ml_collections.ConfigDict:
     c.lr = 2e-4
     c.beta1 = 0.5
     c.beta2 = 0.999
-    c.lr_policy = "linear"      # linear | step | cosine | constant
+    c.lr_policy = "linear"      # linear | step | cosine | plateau | constant
     c.n_epochs = 100
     c.n_epochs_decay = 100
     c.epoch_count = 1
@@ -88,7 +89,7 @@ def get_config(preset: str = "digits") -> ml_collections.ConfigDict:
     c.batch_size = 1
     # Execution.
     c.dtype = "float32"         # compute dtype: float32 (parity) | bfloat16 (params, optimizer, losses stay float32)
-    c.remat = False             # recompute ResNet blocks in the backward pass (less memory)
+    c.remat = False             # recompute ResNet / U-Net skip blocks in the backward pass (less memory)
     c.fuse_passes = True        # one pass per network over real+fake / real_A+real_B (instance norm, no dropout)
     c.max_steps = -1            # stop after this many steps (-1: the epochs decide)
     c.log_every = 100           # fetch metrics from the device every k steps

@@ -39,6 +39,8 @@ if _ROOT not in sys.path:
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from unpaired import cli  # noqa: E402
+
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Method config, e.g. configs/cyclegan.py:digits.", lock_config=True
 )
@@ -162,4 +164,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)  # config file, preset, key and value errors in one line

@@ -3,6 +3,8 @@
 Thin entry point in the style of the Flax examples: flags in, `unpaired.train` does the
 work. With no flags it trains CycleGAN on the built-in offline digits into
 `workdirs/cyclegan_digits`; run it again to resume from the newest checkpoint there.
+A missing config file, unknown preset, unknown `--config.key` or bad value ends in one
+`error:` line (see `unpaired.cli`).
 """
 
 import logging
@@ -12,10 +14,15 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from unpaired import cli
 
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_DEFAULT_CONFIG = os.path.join(_REPO, "configs", "cyclegan.py") + ":digits"
+
+if __name__ == "__main__":  # before the flag below applies --config.x overrides to its default
+    cli.exit_on_config_errors(sys.argv[1:], default_config=_DEFAULT_CONFIG)
 config_flags.DEFINE_config_file(
-    "config", os.path.join(_REPO, "configs", "cyclegan.py") + ":digits",
+    "config", _DEFAULT_CONFIG,
     "Config file and preset, e.g. configs/cyclegan.py:horse2zebra; override fields with --config.x=y.",
     lock_config=True)
 flags.DEFINE_string("workdir", None, "Where checkpoints, logs and samples go (default: workdirs/<method>_<preset>).")
@@ -49,4 +56,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, default_config=_DEFAULT_CONFIG)  # flag and config errors in one line

@@ -80,7 +80,7 @@ def test_imports_without_torch():
     """`--torch=none` must work without torch: nothing imports it at module load."""
     code = (
         "import sys; sys.modules['torch'] = None\n"
-        "import unpaired.benchmark, launch.benchmark, tests.torch_reference\n"
+        "import unpaired.benchmark, launch.benchmark, unpaired.torch_reference\n"
         "assert unpaired.benchmark.versions()['jax']\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,

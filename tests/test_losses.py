@@ -11,7 +11,7 @@ from unpaired import losses, torch_io
 from unpaired.nets import cyclegan as nets
 
 from tests.helpers import grad_errors, nchw, rel_err, x64
-from tests.torch_reference import cyclegan as ref
+from unpaired.torch_reference import cyclegan as ref
 
 
 @pytest.mark.parametrize("mode", ["lsgan", "vanilla", "wgangp", "hinge"])

@@ -16,8 +16,9 @@ import torch
 from unpaired import torch_io
 from unpaired.nets import cyclegan as nets
 
+from unpaired.torch_reference import cyclegan as ref
+
 from tests.helpers import grad_errors, nchw, nhwc, rel_err, x64
-from tests.torch_reference import cyclegan as ref
 
 torch.backends.cudnn.allow_tf32 = False
 torch.backends.cuda.matmul.allow_tf32 = False
@@ -193,3 +194,40 @@ def test_resnet_generator_with_remat_has_the_same_parameters_and_outputs():
     g2 = jax.jit(jax.grad(lambda v: jnp.sum(remat.apply(v, x, True) ** 2)))(variables)
     for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+
+
+def test_unet_generator_with_remat_has_the_same_parameters_and_float64_gradients():
+    """unet_128 with BatchNorm and dropout: remat changes neither the parameter tree, nor
+    the float64 gradients, nor the updated batch statistics."""
+    with x64():
+        plain = nets.define_G("unet_128", 1, 2, "batch", True)
+        remat = nets.define_G("unet_128", 1, 2, "batch", True, remat=True)
+        x = jnp.asarray(np.random.RandomState(6).uniform(-1, 1, (1, 128, 128, 1)), jnp.float64)
+        shapes_of = lambda m: jax.eval_shape(lambda k: m.init(k, x, False), jax.random.key(0))
+        shapes = shapes_of(plain)
+        assert shapes == shapes_of(remat)
+        rng = np.random.RandomState(7)  # seeded values: eager Flax init of a U-Net is slow
+
+        def fill(path, leaf):
+            name = str(path[-1].key)
+            if name == "num_batches_tracked":
+                return jnp.zeros(leaf.shape, leaf.dtype)
+            base = {"scale": 1.0, "var": 1.0}.get(name, 0.0)
+            return jnp.asarray(base + 0.1 * rng.standard_normal(leaf.shape), jnp.float64)
+
+        variables = jax.tree_util.tree_map_with_path(fill, shapes)
+        rngs = {"dropout": jax.random.key(3)}
+        jaxpr = lambda m: str(jax.make_jaxpr(lambda v: m.apply(v, x, False))(variables))
+        assert jaxpr(plain).count("remat") == 0
+        assert jaxpr(remat).count("remat") == 6  # every non-outermost skip block of 7
+
+        def loss(module, params):
+            y, stats = module.apply({**variables, "params": params}, x, True, rngs=rngs,
+                                    mutable=["batch_stats"])
+            return jnp.sum(y**2), stats
+
+        g1, s1 = jax.jit(jax.grad(lambda p: loss(plain, p), has_aux=True))(variables["params"])
+        g2, s2 = jax.jit(jax.grad(lambda p: loss(remat, p), has_aux=True))(variables["params"])
+        for a, b in zip(jax.tree.leaves((g1, s1)), jax.tree.leaves((g2, s2))):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-14)
+        assert min(float(jnp.max(jnp.abs(a))) for a in jax.tree.leaves(g1)) > 0

@@ -24,7 +24,7 @@ from unpaired import methods, pool, torch_io
 from unpaired.methods import cyclegan as cyclegan_method
 
 from tests.helpers import biases_before_instance_norm, grad_errors, nchw, rel_err, x64
-from tests.torch_reference import cyclegan as ref
+from unpaired.torch_reference import cyclegan as ref
 
 SIZE, BATCH, WIDTH = 32, 2, 4
 

@@ -8,7 +8,7 @@ import torch
 
 from unpaired import pool
 
-from tests.torch_reference import cyclegan as ref
+from unpaired.torch_reference import cyclegan as ref
 
 
 def test_pool_matches_reference_over_many_queries():

@@ -45,6 +45,28 @@ def test_linear_schedule_last_epoch_is_lr_over_decay_plus_one():
 
 def test_bad_schedule_arguments_are_rejected():
     with pytest.raises(ValueError, match="lr_policy"):
-        schedules.epoch_schedule(1.0, policy="plateau", steps_per_epoch=1)
+        schedules.epoch_schedule(1.0, policy="exponential", steps_per_epoch=1)
     with pytest.raises(ValueError, match="steps_per_epoch"):
         schedules.epoch_schedule(1.0, steps_per_epoch=0)
+
+
+@pytest.mark.parametrize("lr,epochs", [(2e-4, 40), (1e-6, 40)])
+def test_plateau_matches_torch_reduce_lr_on_plateau_stepped_with_cyclegans_constant_metric(lr, epochs):
+    """The reference's ReduceLROnPlateau(mode='min', factor=0.2, threshold=0.01, patience=5),
+    stepped at each epoch's end with `model.metric` (0: CycleGAN never sets it).
+
+    2e-4 over 40 epochs sees six cuts; 1e-6 sees the eps=1e-8 rule stop cutting after three."""
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        opt, mode="min", factor=0.2, threshold=0.01, patience=5)
+    expected = []
+    for _ in range(epochs):
+        expected.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step(0)
+    assert len(set(expected)) >= 4  # at least three cuts are exercised
+    steps_per_epoch = 2
+    schedule = schedules.epoch_schedule(lr, policy="plateau", steps_per_epoch=steps_per_epoch)
+    for epoch, want in enumerate(expected):
+        for k in range(steps_per_epoch):
+            np.testing.assert_allclose(float(schedule(epoch * steps_per_epoch + k)), want, rtol=1e-6)

@@ -1,4 +1,4 @@
-"""Self-test of the PyTorch CycleGAN re-expression in ``tests/torch_reference/cyclegan.py``.
+"""Self-test of the PyTorch CycleGAN re-expression in ``unpaired/torch_reference/cyclegan.py``.
 
 The parity tests trust that module, so this checks it against the documented facts of
 the reference (shared/reference/cyclegan.md): parameter counts, exact state_dict keys
@@ -14,7 +14,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from tests.torch_reference import cyclegan as ref  # noqa: E402
+from unpaired.torch_reference import cyclegan as ref  # noqa: E402
 
 
 def _n_params(net: torch.nn.Module) -> int:

@@ -30,7 +30,7 @@ from unpaired.data.transforms import to_unit_range
 from unpaired.nets import cyclegan as nets
 
 from tests.helpers import nchw, nhwc, rel_err
-from tests.torch_reference import cyclegan as ref
+from unpaired.torch_reference import cyclegan as ref
 
 REPO = Path(__file__).resolve().parents[1]
 GAIN = 0.5

@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.torch_reference import cyclegan as ref
+from unpaired.torch_reference import cyclegan as ref
 
 REPO = Path(__file__).resolve().parents[1]
 ARGS = ["--config.netG=resnet_6blocks", "--config.ngf=4"]

@@ -6,7 +6,7 @@ Pure functions; `launch/benchmark.py` is the command line around them.
   `config.method` through `unpaired.methods.build`, jits its `train_step` (state donated,
   kept in the runner's closure), times the compile and warms up; `prepare_torch(config,
   mode=...)` does the same for the PyTorch reference step, looked up by `config.method` in
-  `tests.torch_reference.REFERENCE_STEPS`, eager or under `torch.compile` (torch and the
+  `unpaired.torch_reference.REFERENCE_STEPS`, eager or under `torch.compile` (torch and the
   reference are imported lazily, only there).
 * `benchmark_interleaved` times JAX and the torch modes in alternating rounds (A B C, A B C,
   ...) so that load drift on a shared machine hits every contender alike, and reports the
@@ -495,7 +495,7 @@ def prepare_torch(
 ) -> Runner:
     """The PyTorch reference's training step in `mode`, first-called (timed) and warmed up, as 'torch_<mode>'.
 
-    The step comes from `tests.torch_reference.build_reference_step` (looked up by
+    The step comes from `unpaired.torch_reference.build_reference_step` (looked up by
     `config.method`): same architecture, batch, init and losses; bf16 runs under
     `torch.autocast(device, torch.bfloat16)`; every call ends with `torch.cuda.synchronize()`
     on CUDA. `info`: torch_<mode>_first_step_s (compiles under torch.compile) and, on CUDA,
@@ -508,8 +508,7 @@ def prepare_torch(
 
     if mode not in TORCH_MODES:
         raise ValueError(f"unknown torch mode {mode!r}; expected some of {TORCH_MODES}")
-    _ensure_repo_root_on_path()
-    reference = importlib.import_module("tests.torch_reference")
+    from unpaired import torch_reference as reference  # the optional `test` extra
     cuda = device == "cuda"
 
     def sync() -> None:
@@ -555,13 +554,6 @@ def _torch_result(runner: Runner, rounds_times: Sequence[Sequence[float]], batch
 def _torch_failed(mode: str, error: str) -> dict[str, Any]:
     """The record of a torch mode that raised: no figures, its error."""
     return {f"torch_{mode}_img_per_s": None, f"torch_{mode}_step_ms": None, f"torch_{mode}_error": error}
-
-
-def _ensure_repo_root_on_path() -> None:
-    """`tests.torch_reference` lives in the repo, not the package: import it from the root."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if root not in sys.path:
-        sys.path.insert(0, root)
 
 
 # --------------------------------------------------------------------------- interleaved

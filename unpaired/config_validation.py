@@ -1,8 +1,11 @@
 """Checks a resolved config once at start, so a bad value fails with the key's name, not a trace.
 
 ml_collections already rejects unknown keys and wrong types given as `--config.x=y`;
-this catches values that parse but cannot work (a crop larger than the load size, sizes
-the generator cannot take, unknown choices, negative weights).
+this catches values that parse but cannot work. `validate` checks what every method's
+run uses (the method's name, batch and devices, epochs, logging and checkpoint cadence,
+seed, dtype, the data) and then asks the method, through the registry, to check its own
+keys (`Method.validate_config(config)`: for CycleGAN netG, netD, norm, lambdas, sizes the
+generator can take, ...). The helpers below are shared with those method checks.
 """
 
 from __future__ import annotations
@@ -13,61 +16,59 @@ import ml_collections
 
 from unpaired.data import SOURCES
 from unpaired.data.transforms import PREPROCESS_MODES
-from unpaired.losses import GAN_MODES
-from unpaired.nets.cyclegan import DISCRIMINATORS, GENERATORS, discriminator_output_size
-from unpaired.layers import NORMS
-from unpaired.schedules import LR_POLICIES
 
-# The smallest factor image sides must be a multiple of, per generator.
-SIZE_MULTIPLE = {"resnet_9blocks": 4, "resnet_6blocks": 4, "unet_128": 128, "unet_256": 256}
 DTYPES = ("float32", "bfloat16")
+# Keys the train loop itself reads, whatever the method.
+GENERIC_KEYS = ("method", "seed", "dtype", "batch_size", "n_epochs", "n_epochs_decay",
+                "epoch_count", "max_steps", "log_every", "sample_every", "checkpoint_every",
+                "keep_checkpoints", "data")
 
 
 class ConfigError(ValueError):
     """A config value that cannot work; the message names the key (config.x.y)."""
 
 
-def _choice(config: Any, key: str, choices: Iterable[str], prefix: str = "config") -> None:
+def check_present(config: Any, keys: Iterable[str], prefix: str = "config") -> None:
+    """Raises ConfigError naming the first of `keys` that the config lacks."""
+    for key in keys:
+        if key not in config:
+            raise ConfigError(f"{prefix}.{key} is missing; start from a file in configs/")
+
+
+def check_choice(config: Any, key: str, choices: Iterable[str], prefix: str = "config") -> None:
+    """Raises ConfigError unless `config[key]` is one of `choices`."""
     value = config[key]
     if value not in choices:
         raise ConfigError(f"{prefix}.{key}={value!r} is not one of {', '.join(choices)}")
 
 
-def _at_least(config: Any, key: str, minimum: float, prefix: str = "config") -> None:
+def check_at_least(config: Any, key: str, minimum: float, prefix: str = "config") -> None:
+    """Raises ConfigError if `config[key]` is below `minimum`."""
     value = config[key]
     if value < minimum:
         raise ConfigError(f"{prefix}.{key}={value!r} must be >= {minimum}")
 
 
+_choice, _at_least = check_choice, check_at_least  # the names `_validate_data` uses
+
+
 def validate(config: ml_collections.ConfigDict, *, num_devices: int = 1) -> None:
     """Raises ConfigError naming the first key whose value cannot work for training."""
-    for key in ("method", "netG", "netD", "norm", "gan_mode", "lr_policy", "dtype"):
-        if key not in config:
-            raise ConfigError(f"config.{key} is missing; start from a file in configs/")
-    _choice(config, "netG", GENERATORS)
-    _choice(config, "netD", DISCRIMINATORS)
-    _choice(config, "norm", NORMS)
-    _choice(config, "gan_mode", GAN_MODES)
-    _choice(config, "lr_policy", LR_POLICIES)
-    _choice(config, "dtype", DTYPES)
-    for key in ("input_nc", "output_nc", "ngf", "ndf", "n_layers_D", "batch_size",
-                "n_epochs", "epoch_count", "lr_decay_iters", "log_every", "sample_every",
+    from unpaired.methods import get_method_class  # pylint: disable=import-outside-toplevel
+
+    check_present(config, ("method",))
+    try:
+        method = get_method_class(config.method)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    check_present(config, GENERIC_KEYS)
+    check_choice(config, "dtype", DTYPES)
+    if not isinstance(config.seed, int) or isinstance(config.seed, bool):
+        raise ConfigError(f"config.seed={config.seed!r} must be an integer")
+    for key in ("batch_size", "n_epochs", "epoch_count", "log_every", "sample_every",
                 "checkpoint_every", "keep_checkpoints"):
-        _at_least(config, key, 1)
-    for key in ("lambda_A", "lambda_B", "lambda_identity", "gp_weight", "pool_size",
-                "n_epochs_decay", "init_gain"):
-        _at_least(config, key, 0)
-    if not config.lr > 0:
-        raise ConfigError(f"config.lr={config.lr!r} must be > 0")
-    for key in ("beta1", "beta2"):
-        if not 0 <= config[key] < 1:
-            raise ConfigError(f"config.{key}={config[key]!r} must be in [0, 1)")
-    if config.lambda_identity > 0 and config.input_nc != config.output_nc:
-        raise ConfigError(
-            f"config.lambda_identity={config.lambda_identity} needs config.input_nc == "
-            f"config.output_nc (got {config.input_nc} and {config.output_nc}); "
-            "set --config.lambda_identity=0"
-        )
+        check_at_least(config, key, 1)
+    check_at_least(config, "n_epochs_decay", 0)
     if config.epoch_count > config.n_epochs + config.n_epochs_decay:
         raise ConfigError(
             f"config.epoch_count={config.epoch_count} is past the last epoch "
@@ -79,6 +80,7 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int = 1) -> None
             "devices it is split over"
         )
     _validate_data(config)
+    method.validate_config(config)
 
 
 def _validate_data(config: ml_collections.ConfigDict) -> None:
@@ -100,18 +102,6 @@ def _validate_data(config: ml_collections.ConfigDict) -> None:
             f"config.data.crop_size={data.crop_size} is larger than config.data.load_size="
             f"{data.load_size}; the crop must fit in the resized image"
         )
-    multiple = SIZE_MULTIPLE[config.netG]
-    if data.crop_size % multiple:
-        raise ConfigError(
-            f"config.data.crop_size={data.crop_size} must be a multiple of {multiple} for "
-            f"config.netG={config.netG!r}, or the generator's output size differs from its input"
-        )
-    if discriminator_output_size(config.netD, config.n_layers_D, data.crop_size) < 1:
-        raise ConfigError(
-            f"config.data.crop_size={data.crop_size} is too small for config.netD="
-            f"{config.netD!r} (n_layers_D={config.n_layers_D}): its logit map would be empty; "
-            "use larger images or fewer discriminator layers"
-        )
     if data.preprocess in ("none", "scale_width") and data.source in ("folder", "tfds", "tfds_stock"):
         raise ConfigError(
             f"config.data.preprocess={data.preprocess!r} keeps each image's own size, but training "
@@ -123,11 +113,6 @@ def _validate_data(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(
                 f"config.data.crop_size={data.crop_size} must equal config.data.image_size="
                 f"{data.image_size} with preprocess='none' (the images keep that size)"
-            )
-        if data.image_size % multiple:
-            raise ConfigError(
-                f"config.data.image_size={data.image_size} must be a multiple of {multiple} for "
-                f"config.netG={config.netG!r}"
             )
     # Every domain the method reads has a location, and labels it needs a file (no image is read).
     try:

@@ -24,9 +24,68 @@ PADDING_MODES = ("zero", "reflect", "replicate")
 NORMS = ("instance", "batch", "none")
 
 
+INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")
+
+
 def normal_init(stddev: float = 0.02) -> Callable[..., Array]:
     """The reference's `init_weights('normal')`: N(0, stddev) for conv weights."""
     return nn.initializers.normal(stddev=stddev)
+
+
+def _torch_order(matrix: Array, shape: Sequence[int]) -> Array:
+    """A (out, in * k * k) matrix in PyTorch's weight order, laid out as our kernel `shape`.
+
+    Our kernels (k, k, A, B) and dense kernels (A, B) are PyTorch weights (B, A, k, k) and
+    (B, A) with axes reversed as (2, 3, 1, 0) / (1, 0); `orthogonal_` flattens from dim 1.
+    """
+    a, b = shape[-2], shape[-1]
+    spatial = tuple(shape[:-2])
+    torch_layout = matrix.reshape((b, a) + spatial)
+    n = len(spatial)
+    return jnp.transpose(torch_layout, tuple(range(2, 2 + n)) + (1, 0))
+
+
+def orthogonal_init(gain: float = 1.0) -> Callable[..., Array]:
+    """`torch.nn.init.orthogonal_(w, gain)` on the PyTorch weight our kernel stands for.
+
+    The (out, in * k * k) matrix has orthonormal rows (or columns, if taller than wide)
+    times `gain`: QR of a Gaussian with the signs of R's diagonal folded into Q.
+    """
+
+    def init(key: Array, shape: Sequence[int], dtype: Any = jnp.float32) -> Array:
+        rows = shape[-1]
+        cols = 1
+        for d in shape[:-1]:
+            cols *= d
+        flat = jax.random.normal(key, (rows, cols), jnp.float32)
+        if rows < cols:
+            flat = flat.T
+        q, r = jnp.linalg.qr(flat)
+        q = q * jnp.sign(jnp.diagonal(r))[None, :]
+        if rows < cols:
+            q = q.T
+        return (gain * _torch_order(q, shape)).astype(dtype)
+
+    return init
+
+
+def weight_init(init_type: str = "normal", gain: float = 0.02) -> Callable[..., Array]:
+    """The reference's `init_weights(init_type, init_gain)` for a Conv/ConvTranspose/Linear weight.
+
+    normal: N(0, gain); xavier: `xavier_normal_(gain)`; kaiming: `kaiming_normal_(a=0,
+    mode='fan_in')` (gain unused); orthogonal: `orthogonal_(gain)`. Fans are PyTorch's:
+    for our (k, k, A, B) kernel, fan_in = A * k * k and fan_out = B * k * k, which is what
+    Flax's default axes (in -2, out -1) compute, for ConvTranspose2d's layout too.
+    """
+    if init_type == "normal":
+        return normal_init(gain)
+    if init_type == "xavier":
+        return nn.initializers.variance_scaling(gain**2, "fan_avg", "normal")
+    if init_type == "kaiming":
+        return nn.initializers.variance_scaling(2.0, "fan_in", "normal")
+    if init_type == "orthogonal":
+        return orthogonal_init(gain)
+    raise ValueError(f"unknown init_type {init_type!r}; expected one of {INIT_TYPES}")
 
 
 def _pair(value: int | Sequence[int]) -> tuple[int, int]:
@@ -203,7 +262,7 @@ conv_transpose2d.defvjp(_conv_transpose_fwd, _conv_transpose_bwd)
 
 
 class Conv2d(nn.Module):
-    """`nn.Conv2d` (+ optional pad module in front of it) with the reference's N(0, 0.02) init.
+    """`nn.Conv2d` (+ optional pad module in front of it) with the reference's init (N(0, 0.02)).
 
     `padding_mode='zero'` pads inside the conv like PyTorch's `padding=`; 'reflect' and
     'replicate' pad first, as the reference's `ReflectionPad2d` + `Conv2d(padding=0)` do.
@@ -219,12 +278,13 @@ class Conv2d(nn.Module):
     init_gain: float = 0.02
     dtype: Dtype | None = None
     precision: Any = None
+    init_type: str = "normal"  # normal | xavier | kaiming | orthogonal (see `weight_init`)
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         kernel = self.param(
             "kernel",
-            normal_init(self.init_gain),
+            weight_init(self.init_type, self.init_gain),
             (self.kernel_size, self.kernel_size, x.shape[-1], self.features),
             jnp.float32,
         )
@@ -260,12 +320,13 @@ class ConvTranspose2d(nn.Module):
     init_gain: float = 0.02
     dtype: Dtype | None = None
     precision: Any = None
+    init_type: str = "normal"  # normal | xavier | kaiming | orthogonal (see `weight_init`)
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         kernel = self.param(
             "kernel",
-            normal_init(self.init_gain),
+            weight_init(self.init_type, self.init_gain),
             (self.kernel_size, self.kernel_size, self.features, x.shape[-1]),
             jnp.float32,
         )

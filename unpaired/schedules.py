@@ -11,7 +11,29 @@ from __future__ import annotations
 import jax.numpy as jnp
 import optax
 
-LR_POLICIES = ("linear", "step", "cosine", "constant")
+LR_POLICIES = ("linear", "step", "cosine", "plateau", "constant")
+# The reference's `ReduceLROnPlateau(mode='min', factor=0.2, threshold=0.01, patience=5)`,
+# with torch's defaults threshold_mode='rel', cooldown=0, min_lr=0, eps=1e-8.
+PLATEAU_FACTOR = 0.2
+PLATEAU_PATIENCE = 5
+PLATEAU_EPS = 1e-8
+
+
+def plateau_reductions(epoch, lr: float):
+    """How many times `lr_policy=plateau` has cut the rate before 0-based `epoch`.
+
+    The reference steps its ReduceLROnPlateau once per epoch with `model.metric`, which
+    CycleGAN never sets: the constant 0 of BaseModel. The first step sets best=0; every
+    later one is no improvement (0 < 0 * 0.99 fails), so after patience + 1 such steps
+    the rate is cut and the count restarts: cuts after steps 7, 13, 19, ... A cut that
+    would change the rate by no more than eps is skipped, which caps the count.
+    """
+    cap, value = 0, lr
+    while value - value * PLATEAU_FACTOR > PLATEAU_EPS:
+        value *= PLATEAU_FACTOR
+        cap += 1
+    steps = jnp.asarray(epoch)  # scheduler steps taken before this epoch
+    return jnp.clip((steps - 1) // (PLATEAU_PATIENCE + 1), 0, cap)
 
 
 def epoch_schedule(
@@ -24,10 +46,11 @@ def epoch_schedule(
     epoch_count: int = 1,
     lr_decay_iters: int = 50,
 ) -> optax.Schedule:
-    """lr(count) for the reference's `--lr_policy` (linear, step, cosine) or constant.
+    """lr(count) for the reference's `--lr_policy` (linear, step, cosine, plateau) or constant.
 
     linear: lr * (1 - max(0, e + epoch_count - n_epochs) / (n_epochs_decay + 1));
-    step: lr * 0.1 ** (e // lr_decay_iters); cosine: lr * (1 + cos(pi * e / n_epochs)) / 2.
+    step: lr * 0.1 ** (e // lr_decay_iters); cosine: lr * (1 + cos(pi * e / n_epochs)) / 2;
+    plateau: lr * 0.2 ** `plateau_reductions(e, lr)` (a pure function of e for CycleGAN).
     """
     if steps_per_epoch < 1:
         raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
@@ -42,6 +65,9 @@ def epoch_schedule(
             factor = 0.1 ** jnp.floor(epoch / lr_decay_iters)
         elif policy == "cosine":
             factor = (1.0 + jnp.cos(jnp.pi * epoch / n_epochs)) / 2.0
+        elif policy == "plateau":
+            cuts = plateau_reductions(jnp.asarray(count) // steps_per_epoch, lr)
+            factor = PLATEAU_FACTOR ** (cuts * 1.0)
         else:
             factor = jnp.ones_like(epoch)
         return lr * factor

@@ -16,7 +16,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from unpaired import losses, pool, schedules, torch_io
+from unpaired import layers, losses, pool, schedules, torch_io
+from unpaired.config_validation import (
+    ConfigError, check_at_least, check_choice, check_present,
+)
 from unpaired.data.spec import DataSpec
 from unpaired.methods.translation import TranslationRequest
 from unpaired.nets import cyclegan as nets
@@ -102,6 +105,56 @@ class CycleGAN:
         """Two unlabelled domains: A with input_nc channels, B with output_nc."""
         return DataSpec(domains=("A", "B"), channels={"A": config.input_nc, "B": config.output_nc})
 
+    @classmethod
+    def validate_config(cls, config: ml_collections.ConfigDict) -> None:
+        """Raises ConfigError naming the first CycleGAN key whose value cannot work.
+
+        Called by `config_validation.validate` after the generic and data checks.
+        """
+        check_present(config, ("netG", "netD", "norm", "gan_mode", "lr_policy"))
+        check_choice(config, "netG", nets.GENERATORS)
+        check_choice(config, "netD", nets.DISCRIMINATORS)
+        check_choice(config, "norm", layers.NORMS)
+        check_choice(config, "gan_mode", losses.GAN_MODES)
+        check_choice(config, "lr_policy", schedules.LR_POLICIES)
+        if "init_type" in config:
+            check_choice(config, "init_type", layers.INIT_TYPES)
+        for key in ("input_nc", "output_nc", "ngf", "ndf", "n_layers_D", "lr_decay_iters"):
+            check_at_least(config, key, 1)
+        for key in ("lambda_A", "lambda_B", "lambda_identity", "gp_weight", "pool_size",
+                    "init_gain"):
+            check_at_least(config, key, 0)
+        if not config.lr > 0:
+            raise ConfigError(f"config.lr={config.lr!r} must be > 0")
+        for key in ("beta1", "beta2"):
+            if not 0 <= config[key] < 1:
+                raise ConfigError(f"config.{key}={config[key]!r} must be in [0, 1)")
+        if config.lambda_identity > 0 and config.input_nc != config.output_nc:
+            raise ConfigError(
+                f"config.lambda_identity={config.lambda_identity} needs config.input_nc == "
+                f"config.output_nc (got {config.input_nc} and {config.output_nc}); "
+                "set --config.lambda_identity=0"
+            )
+        data = config.data
+        multiple = nets.SIZE_MULTIPLES[config.netG]
+        if data.crop_size % multiple:
+            raise ConfigError(
+                f"config.data.crop_size={data.crop_size} must be a multiple of {multiple} for "
+                f"config.netG={config.netG!r}, or the generator's output size differs from its input"
+            )
+        if nets.discriminator_output_size(config.netD, config.n_layers_D, data.crop_size) < 1:
+            raise ConfigError(
+                f"config.data.crop_size={data.crop_size} is too small for config.netD="
+                f"{config.netD!r} (n_layers_D={config.n_layers_D}): its logit map would be empty; "
+                "use larger images or fewer discriminator layers"
+            )
+        if (data.source in ("digits", "idx") and data.preprocess == "none"
+                and data.image_size % multiple):
+            raise ConfigError(
+                f"config.data.image_size={data.image_size} must be a multiple of {multiple} for "
+                f"config.netG={config.netG!r}"
+            )
+
     def __init__(self, config: ml_collections.ConfigDict, steps_per_epoch: int = 1):
         self.input_nc = config.input_nc
         self.output_nc = config.output_nc
@@ -120,12 +173,14 @@ class CycleGAN:
             config.norm != "batch" and config.no_dropout
         )
         dtype = _dtype(config.dtype)
+        init_type = config.get("init_type", "normal")  # configs saved before it existed
         make_G = lambda out_nc: nets.define_G(
             config.netG, out_nc, config.ngf, config.norm, not config.no_dropout,
-            config.init_gain, dtype, remat=config.remat,
+            config.init_gain, dtype, remat=config.remat, init_type=init_type,
         )
         make_D = lambda: nets.define_D(
-            config.netD, config.ndf, config.n_layers_D, config.norm, config.init_gain, dtype
+            config.netD, config.ndf, config.n_layers_D, config.norm, config.init_gain, dtype,
+            init_type=init_type,
         )
         self.modules = {
             "G_A": make_G(self.output_nc), "G_B": make_G(self.input_nc),
@@ -169,7 +224,7 @@ class CycleGAN:
         return TrainState(jnp.zeros((), jnp.int32), params, model_state, opt_state, buffers, key)
 
     def create_state(self, key: Array) -> TrainState:
-        """Initialises every network with the reference's N(0, init_gain) init."""
+        """Initialises every network with the reference's `init_weights(init_type, init_gain)`."""
         init_key, state_key = jax.random.split(key)
         return self.state_from_variables(self.init_variables(init_key), state_key)
 

@@ -36,6 +36,7 @@ class ResnetBlock(nn.Module):
     use_dropout: bool = False
     init_gain: float = 0.02
     dtype: Any = None
+    init_type: str = "normal"
 
     @nn.compact
     def __call__(self, x: Array, train: bool = True) -> Array:
@@ -50,7 +51,7 @@ class ResnetBlock(nn.Module):
                 self.dim, 3, padding=1,
                 padding_mode="zero" if zero else self.padding_type,
                 use_bias=use_bias, init_gain=self.init_gain, dtype=self.dtype,
-                name=f"conv_block_{index}",
+                init_type=self.init_type, name=f"conv_block_{index}",
             )(h)
             h = layers.make_norm(self.norm, f"conv_block_{index + 1}", self.init_gain)(h, train)
             index += 2
@@ -75,13 +76,14 @@ class ResnetGenerator(nn.Module):
     init_gain: float = 0.02
     dtype: Any = None
     remat: bool = False  # Recompute each residual block in the backward pass to save memory.
+    init_type: str = "normal"
 
     @nn.compact
     def __call__(self, x: Array, train: bool = True) -> Array:
         use_bias = layers.conv_bias_for(self.norm)
         block = nn.remat(ResnetBlock, static_argnums=(2,)) if self.remat else ResnetBlock
         conv = lambda *a, **k: layers.Conv2d(
-            *a, init_gain=self.init_gain, dtype=self.dtype, **k
+            *a, init_gain=self.init_gain, dtype=self.dtype, init_type=self.init_type, **k
         )
         norm = lambda i: layers.make_norm(self.norm, f"model_{i}", self.init_gain)
         h = conv(self.ngf, 7, padding=3, padding_mode="reflect", use_bias=use_bias,
@@ -97,7 +99,7 @@ class ResnetGenerator(nn.Module):
         for _ in range(self.n_blocks):
             h = block(
                 self.ngf * 4, self.padding_type, self.norm, self.use_dropout,
-                self.init_gain, self.dtype, name=f"model_{index}",
+                self.init_gain, self.dtype, init_type=self.init_type, name=f"model_{index}",
             )(h, train)
             index += 1
         for i in range(2):  # Upsampling: ConvTranspose2d(k3, s2, p1, output_padding=1).
@@ -105,7 +107,7 @@ class ResnetGenerator(nn.Module):
             h = layers.ConvTranspose2d(
                 self.ngf * mult // 2, 3, stride=2, padding=1, output_padding=1,
                 use_bias=use_bias, init_gain=self.init_gain, dtype=self.dtype,
-                name=f"model_{index}",
+                init_type=self.init_type, name=f"model_{index}",
             )(h)
             h = nn.relu(norm(index + 1)(h, train))
             index += 3
@@ -129,6 +131,8 @@ class UnetSkipBlock(nn.Module):
     norm: str = "batch"
     init_gain: float = 0.02
     dtype: Any = None
+    init_type: str = "normal"
+    remat: bool = False  # Recompute each inner block in the backward pass (nested).
 
     @nn.compact
     def __call__(self, x: Array, train: bool = True) -> Array:
@@ -136,11 +140,12 @@ class UnetSkipBlock(nn.Module):
         outermost = self.depth == 0
         innermost = self.depth == len(self.levels) - 1
         use_bias = layers.conv_bias_for(self.norm)
-        kw = dict(init_gain=self.init_gain, dtype=self.dtype)
+        kw = dict(init_gain=self.init_gain, dtype=self.dtype, init_type=self.init_type)
         norm = lambda i: layers.make_norm(self.norm, f"model_{i}", self.init_gain)
-        sub = lambda i: UnetSkipBlock(
+        block = nn.remat(UnetSkipBlock, static_argnums=(2,)) if self.remat else UnetSkipBlock
+        sub = lambda i: block(
             self.levels, self.depth + 1, self.output_nc, self.norm, self.init_gain,
-            self.dtype, name=f"model_{i}",
+            self.dtype, self.init_type, self.remat, name=f"model_{i}",
         )
         if outermost:
             h = layers.Conv2d(inner_nc, 4, 2, 1, use_bias=use_bias, name="model_0", **kw)(x)
@@ -180,6 +185,8 @@ class UnetGenerator(nn.Module):
     use_dropout: bool = False
     init_gain: float = 0.02
     dtype: Any = None
+    init_type: str = "normal"
+    remat: bool = False  # Recompute every non-outermost skip block in the backward pass.
 
     @nn.compact
     def __call__(self, x: Array, train: bool = True) -> Array:
@@ -190,7 +197,7 @@ class UnetGenerator(nn.Module):
         levels = [(self.output_nc, ngf, False)] + levels
         return UnetSkipBlock(
             tuple(levels), 0, self.output_nc, self.norm, self.init_gain, self.dtype,
-            name="model",
+            self.init_type, self.remat, name="model",
         )(x, train)
 
 
@@ -202,11 +209,12 @@ class NLayerDiscriminator(nn.Module):
     norm: str = "instance"
     init_gain: float = 0.02
     dtype: Any = None
+    init_type: str = "normal"
 
     @nn.compact
     def __call__(self, x: Array, train: bool = True) -> Array:
         use_bias = layers.conv_bias_for(self.norm)
-        kw = dict(init_gain=self.init_gain, dtype=self.dtype)
+        kw = dict(init_gain=self.init_gain, dtype=self.dtype, init_type=self.init_type)
         h = layers.Conv2d(self.ndf, 4, 2, 1, use_bias=True, name="model_0", **kw)(x)
         h = layers.leaky_relu(h)
         index = 2
@@ -230,11 +238,12 @@ class PixelDiscriminator(nn.Module):
     norm: str = "instance"
     init_gain: float = 0.02
     dtype: Any = None
+    init_type: str = "normal"
 
     @nn.compact
     def __call__(self, x: Array, train: bool = True) -> Array:
         use_bias = layers.conv_bias_for(self.norm)
-        kw = dict(init_gain=self.init_gain, dtype=self.dtype)
+        kw = dict(init_gain=self.init_gain, dtype=self.dtype, init_type=self.init_type)
         h = layers.Conv2d(self.ndf, 1, use_bias=True, name="net_0", **kw)(x)
         h = layers.leaky_relu(h)
         h = layers.Conv2d(self.ndf * 2, 1, use_bias=use_bias, name="net_2", **kw)(h)
@@ -247,31 +256,37 @@ class PixelDiscriminator(nn.Module):
 def define_G(
     netG: str, output_nc: int, ngf: int, norm: str, use_dropout: bool,
     init_gain: float = 0.02, dtype: Any = None, remat: bool = False,
+    init_type: str = "normal",
 ) -> nn.Module:
-    """The generator the reference's `define_G(netG=...)` builds (`remat`: ResNet blocks only)."""
+    """The generator the reference's `define_G(netG=..., init_type=...)` builds.
+
+    `remat` recomputes ResNet blocks, or U-Net skip blocks, in the backward pass.
+    """
     if netG.startswith("resnet_"):
         n_blocks = {"resnet_9blocks": 9, "resnet_6blocks": 6}.get(netG)
         if n_blocks is None:
             raise ValueError(f"unknown netG {netG!r}; expected one of {GENERATORS}")
         return ResnetGenerator(output_nc, ngf, n_blocks, norm, use_dropout,
-                               init_gain=init_gain, dtype=dtype, remat=remat)
+                               init_gain=init_gain, dtype=dtype, remat=remat,
+                               init_type=init_type)
     num_downs = {"unet_128": 7, "unet_256": 8}.get(netG)
     if num_downs is None:
         raise ValueError(f"unknown netG {netG!r}; expected one of {GENERATORS}")
-    return UnetGenerator(output_nc, num_downs, ngf, norm, use_dropout, init_gain, dtype)
+    return UnetGenerator(output_nc, num_downs, ngf, norm, use_dropout, init_gain, dtype,
+                         init_type=init_type, remat=remat)
 
 
 def define_D(
     netD: str, ndf: int, n_layers_D: int, norm: str, init_gain: float = 0.02,
-    dtype: Any = None,
+    dtype: Any = None, init_type: str = "normal",
 ) -> nn.Module:
-    """The discriminator the reference's `define_D(netD=...)` builds."""
+    """The discriminator the reference's `define_D(netD=..., init_type=...)` builds."""
     if netD == "basic":
-        return NLayerDiscriminator(ndf, 3, norm, init_gain, dtype)
+        return NLayerDiscriminator(ndf, 3, norm, init_gain, dtype, init_type)
     if netD == "n_layers":
-        return NLayerDiscriminator(ndf, n_layers_D, norm, init_gain, dtype)
+        return NLayerDiscriminator(ndf, n_layers_D, norm, init_gain, dtype, init_type)
     if netD == "pixel":
-        return PixelDiscriminator(ndf, norm, init_gain, dtype)
+        return PixelDiscriminator(ndf, norm, init_gain, dtype, init_type)
     raise ValueError(f"unknown netD {netD!r}; expected one of {DISCRIMINATORS}")
 
 

@@ -2,8 +2,9 @@
 
 This is an independent re-expression written from the facts collected in
 ``shared/reference/cyclegan.md`` (sections 1-3 and 9), not a copy of the reference
-code. It exists for the parity tests and the benchmark only: it is not part of the
-``unpaired`` package and is never imported by it.
+code. It exists for the parity tests and the benchmark only: it lives in the optional
+``unpaired.torch_reference`` subpackage (needs the ``test`` extra, i.e. torch), and
+nothing else in ``unpaired`` imports it except the benchmark's torch modes, lazily.
 
 What "parity" means here:
 
@@ -449,23 +450,36 @@ def define_D(
     raise NotImplementedError(f"Discriminator model name [{netD}] is not recognized")
 
 
-def init_weights(net: nn.Module, init_gain: float = 0.02, generator: torch.Generator | None = None) -> nn.Module:
-    """Reference ``normal`` initialisation, in place; returns ``net``.
+def init_weights(
+    net: nn.Module, init_gain: float = 0.02, generator: torch.Generator | None = None,
+    init_type: str = "normal",
+) -> nn.Module:
+    """Reference ``init_weights(net, init_type, init_gain)``, in place; returns ``net``.
 
     Every module whose class name contains ``Conv`` or ``Linear`` (ConvTranspose2d
-    included) gets ``weight ~ N(0, init_gain)`` and ``bias = 0``; every module whose
-    class name contains ``BatchNorm2d`` gets ``weight ~ N(1, init_gain)`` and
-    ``bias = 0``. Modules are visited in ``nn.Module.apply`` order (children before
+    included) gets its weight from ``init_type`` -- normal: ``N(0, init_gain)``; xavier:
+    ``xavier_normal_(gain=init_gain)``; kaiming: ``kaiming_normal_(a=0, mode='fan_in')``;
+    orthogonal: ``orthogonal_(gain=init_gain)`` -- and ``bias = 0``; every module whose
+    class name contains ``BatchNorm2d`` gets ``weight ~ N(1, init_gain)`` and ``bias = 0``
+    whatever the type. Modules are visited in ``nn.Module.apply`` order (children before
     parents), as the reference does. Pass a seeded ``torch.Generator`` for determinism
     (the reference itself never seeds).
     """
+    rules = {
+        "normal": lambda w: nn.init.normal_(w, 0.0, init_gain, generator=generator),
+        "xavier": lambda w: nn.init.xavier_normal_(w, gain=init_gain, generator=generator),
+        "kaiming": lambda w: nn.init.kaiming_normal_(w, a=0, mode="fan_in", generator=generator),
+        "orthogonal": lambda w: nn.init.orthogonal_(w, gain=init_gain, generator=generator),
+    }
+    if init_type not in rules:
+        raise ValueError(f"unknown init_type {init_type!r}; expected one of {sorted(rules)}")
 
     def init_fn(m: nn.Module) -> None:
         classname = m.__class__.__name__
         weight = getattr(m, "weight", None)
         bias = getattr(m, "bias", None)
         if weight is not None and ("Conv" in classname or "Linear" in classname):
-            nn.init.normal_(weight, 0.0, init_gain, generator=generator)
+            rules[init_type](weight)
             if bias is not None:
                 nn.init.constant_(bias, 0.0)
         elif "BatchNorm2d" in classname:

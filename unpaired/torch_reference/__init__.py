@@ -5,7 +5,9 @@ the method named by `config.method` as a callable `step(real_A, real_B)` (NCHW t
 `device`); `unpaired.benchmark` times it against our jitted `train_step`. A method plugs in
 by adding a builder to `REFERENCE_STEPS`; the benchmark itself never changes.
 
-torch is imported only inside the builders, so importing this package is free.
+An optional subpackage: its builders need torch (the `test` extra,
+`pip install -e .[test]`), imported only inside them, so importing this package is free
+and the rest of `unpaired` never needs torch. Tests import the re-expressions from here.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ def _cyclegan_step(config, device: str, dtype, compile: bool = False) -> StepFn:
     """`CycleGANReference.optimize_parameters` on freshly initialised reference networks.
 
     Networks follow `config` (netG, netD, ngf, ndf, n_layers_D, norm, no_dropout,
-    init_gain, input_nc/output_nc), the optimisers and losses its lr, beta1, lambdas,
+    init_gain, init_type, input_nc/output_nc), the optimisers and losses its lr, beta1, lambdas,
     gan_mode and pool_size. `dtype=torch.bfloat16` runs the step under
     `torch.autocast(device, torch.bfloat16)` (parameters and optimiser stay float32, as in
     our bf16 mode). `compile=True` wraps each network in `torch.compile` (the optimisers
@@ -28,7 +30,7 @@ def _cyclegan_step(config, device: str, dtype, compile: bool = False) -> StepFn:
     """
     import torch
 
-    from tests.torch_reference import cyclegan as ref
+    from unpaired.torch_reference import cyclegan as ref
 
     def generator(in_nc: int, out_nc: int):
         return ref.define_G(in_nc, out_nc, config.ngf, config.netG, config.norm,
@@ -44,7 +46,7 @@ def _cyclegan_step(config, device: str, dtype, compile: bool = False) -> StepFn:
         "D_B": discriminator(config.input_nc),
     }
     for name, net in nets.items():
-        ref.init_weights(net, config.init_gain)
+        ref.init_weights(net, config.init_gain, init_type=config.get("init_type", "normal"))
         nets[name] = net.to(device).train()
     if compile:
         nets = {name: torch.compile(net) for name, net in nets.items()}

@@ -1,0 +1,63 @@
+"""Command-line config errors end in one `error:` line naming the key, path or preset, never a traceback."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from unpaired import cli
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DIGITS = os.path.join(REPO, "configs", "cyclegan.py") + ":digits"
+
+CASES = [
+    (["--config.lamda_A=1"],
+     "error: unknown config key config.lamda_A (did you mean config.lambda_A?)"),
+    (["--config.data.crop_sz=3"],
+     "error: unknown config key config.data.crop_sz (did you mean config.data.crop_size?)"),
+    (["--config.zzzzzz=3"], "error: unknown config key config.zzzzzz"),
+    (["--config.lr=fast"], "error: bad value for config.lr: flag --config.lr=fast: "
+                           "could not convert string to float: 'fast'"),
+    (["--config=configs/nope.py"], "error: config file not found: configs/nope.py"),
+    (["--config=configs/cyclegan.py:zebra"],
+     "error: unknown cyclegan preset 'zebra'; expected digits, mnist2usps, horse2zebra or "
+     "folder (--config=configs/cyclegan.py:zebra)"),
+]
+
+
+def _stderr_lines(module, args):
+    result = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    return [line for line in result.stderr.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("args,message", CASES, ids=[c[1][7:40] for c in CASES])
+def test_train_config_errors_are_one_line(args, message, tmp_path):
+    assert _stderr_lines("launch.train", [f"--workdir={tmp_path}", *args]) == [message]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--config=configs/cyclegan.py:digits", "--config.lamda_A=1"], CASES[0][1]),
+    (["--config=configs/nope.py"], CASES[4][1]),
+    (["--config=configs/cyclegan.py:digits", "--config.lr=fast"], CASES[3][1]),
+])
+def test_benchmark_config_errors_are_one_line(args, message):
+    assert _stderr_lines("launch.benchmark", ["--torch=none", *args]) == [message]
+
+
+def test_check_config_args_reads_every_override_form(tmp_path):
+    assert cli.check_config_args(["--config.lambda_A=1", "--noconfig.no_dropout",
+                                  "--config.data.crop_size", "32"], default_config=DIGITS) is None
+    assert cli.check_config_args(["--noconfig.no_dropot"], default_config=DIGITS) == (
+        "unknown config key config.no_dropot (did you mean config.no_dropout?)")
+    # The last --config wins; arguments after `--` are not flags.
+    assert cli.check_config_args([f"--config={tmp_path}/x.py", f"--config={DIGITS}",
+                                  "--", "--config.nope=1"]) is None
+    unreadable = tmp_path / "broken.py"
+    unreadable.write_text("raise RuntimeError('boom')\n")
+    assert cli.check_config_args([f"--config={unreadable}"]) == (
+        f"config file {unreadable} failed to load: RuntimeError: boom")
+    assert cli.check_config_args([]) is None  # no file and no default: nothing to check

@@ -2,7 +2,13 @@
 
 A method is a class built as `Method(config, steps_per_epoch)` with `networks`, `groups`,
 `create_state(key)`, `state_from_variables(variables, key)`, `train_step(state, batch)`,
-`translate(...)` and `visuals(params, batch, model_state)`.
+`translate(...)` and `visuals(params, batch, model_state)`, and two classmethods that run
+before it is built:
+
+* `data_spec(config) -> unpaired.data.spec.DataSpec`: the domains it reads (batch keys),
+  their channels and which need labels; the loader is built from it.
+* `validate_config(config)`: raises `config_validation.ConfigError` naming the first of
+  its own keys whose value cannot work (generic keys are checked by `config_validation`).
 
 Staged training (`unpaired.init_from`, config keys `init_from`, `init_networks`):
 

@@ -34,7 +34,13 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from unpaired import cli
+
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_DEFAULT_CONFIG = os.path.join(_REPO, "configs", "cyclegan.py") + ":folder"
+
+if __name__ == "__main__":  # before the flag below applies --config.x overrides to its default
+    cli.exit_on_config_errors(sys.argv[1:], default_config=_DEFAULT_CONFIG)
 
 _CHECKPOINT = flags.DEFINE_string(
     "checkpoint", None, "A training workdir (or its checkpoints/<step> folder) or a PyTorch "
@@ -63,7 +69,7 @@ _RESIZE = flags.DEFINE_enum(
 _BATCH_SIZE = flags.DEFINE_integer(
     "batch_size", 1, "Images per generator call (images of the same size are batched).")
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(_REPO, "configs", "cyclegan.py") + ":folder",
+    "config", _DEFAULT_CONFIG,
     "Architecture for a .pth checkpoint (default: the reference's test defaults, "
     "resnet_9blocks, ngf 64, instance norm, no dropout, RGB). For a workdir only "
     "--config.x=y overrides are used, on top of the saved config.",
@@ -109,4 +115,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["checkpoint", "input", "output"])
-    app.run(main)
+    cli.run(main, default_config=_DEFAULT_CONFIG)

@@ -48,6 +48,15 @@ def test_benchmark_config_errors_are_one_line(args, message):
     assert _stderr_lines("launch.benchmark", ["--torch=none", *args]) == [message]
 
 
+@pytest.mark.parametrize("args,message", [
+    (["--config.lamda_A=1"], CASES[0][1]),
+    (["--config=configs/nope.py"], CASES[4][1]),
+])
+def test_translate_config_errors_are_one_line(args, message, tmp_path):
+    flags = [f"--checkpoint={tmp_path}", f"--input={tmp_path}", f"--output={tmp_path / 'out'}"]
+    assert _stderr_lines("launch.translate", [*flags, *args]) == [message]
+
+
 def test_check_config_args_reads_every_override_form(tmp_path):
     assert cli.check_config_args(["--config.lambda_A=1", "--noconfig.no_dropout",
                                   "--config.data.crop_size", "32"], default_config=DIGITS) is None

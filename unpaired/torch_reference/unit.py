@@ -11,6 +11,7 @@ Randomness a JAX port cannot reproduce (the encoders' Gaussian noise) can be inj
 
 from __future__ import annotations
 
+import warnings
 from typing import Mapping
 
 import torch
@@ -244,8 +245,11 @@ class UNITReference:
         self.gen_sched = torch.optim.lr_scheduler.StepLR(self.gen_opt, hp["step_size"], hp["gamma"])
 
     def update_learning_rate(self) -> None:
-        self.dis_sched.step()
-        self.gen_sched.step()
+        """Steps both StepLRs *before* the updates, as the reference's train.py does."""
+        with warnings.catch_warnings():  # torch warns about exactly this order
+            warnings.simplefilter("ignore", UserWarning)
+            self.dis_sched.step()
+            self.gen_sched.step()
 
     def dis_loss(self, x_a, x_b, noise=None):
         """(total, terms) of `dis_update`; noise = {'n_a', 'n_b'} or drawn."""

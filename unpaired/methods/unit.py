@@ -369,8 +369,10 @@ class UNIT:
         if wrong or not names:
             raise ValueError(f"{path} is a {kind} file holding {', '.join(allowed)}: config."
                              f"init_networks must name those (got {','.join(names) or 'nothing'})")
+        hint = ("check config.input_dim_a/b, gen_dim, gen_n_downsample, gen_n_res (dis_dim, "
+                "dis_n_layer, dis_num_scales) against the yaml the file was trained with")
         return {n: torch_io.from_state_dict(pair[n[-1]], self.network_template(n),
-                                            source=f"{path}['{n[-1]}']") for n in names}
+                                            source=f"{path}['{n[-1]}']", hint=hint) for n in names}
 
     def load_official(self, path: str, request: TranslationRequest
                       ) -> tuple[dict[str, Any], dict[str, Any], TranslationRequest]:

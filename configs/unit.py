@@ -35,6 +35,9 @@ def get_config(preset: str = "folder") -> ml_collections.ConfigDict:
     c.dis_num_scales = 3
     c.dis_pad_type = "reflect"
     c.gan_type = "lsgan"          # LSGAN without the 1/2, summed over scales
+    # The seed's shared-weight form (NIPS-2017 version_02): 0 and 0 is the reference master.
+    c.gen_shared_blocks = 0       # last residual blocks of the encoders / first of the decoders, shared
+    c.dis_shared_layers = 0       # last conv blocks (+ the 1x1 conv) of every D scale, shared
     # Loss weights (reference master yaml).
     c.gan_w = 1.0
     c.recon_x_w = 10.0

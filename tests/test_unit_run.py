@@ -82,8 +82,8 @@ def test_translate_cli_from_the_workdir_is_encode_a_then_decode_b(cli_run, tmp_p
     state, _ = checkpoint.Checkpointer.for_workdir(cli_run).restore(
         method.create_state(jax.random.key(0)), 4)
     x = (image.astype(np.float32) / 127.5 - 1.0)[None, :, :, None]
-    h = method.encode("gen_a", state.params["gen_a"], x)
-    want = np.asarray(method.decode("gen_b", state.params["gen_b"], h))[0, :, :, 0]
+    h = method.encode("gen_a", state.params, x)
+    want = np.asarray(method.decode("gen_b", state.params, h))[0, :, :, 0]
     assert np.max(np.abs(got - (want + 1.0) * 127.5)) <= 1.0
 
 

@@ -130,6 +130,13 @@ class UNIT:
         for key in ("beta1", "beta2"):
             if not 0 <= config[key] < 1:
                 raise ConfigError(f"config.{key}={config[key]!r} must be in [0, 1)")
+        shared_g, shared_d = config.get("gen_shared_blocks", 0), config.get("dis_shared_layers", 0)
+        if not 0 <= shared_g <= config.gen_n_res:
+            raise ConfigError(f"config.gen_shared_blocks={shared_g!r} must be in [0, config.gen_n_res="
+                              f"{config.gen_n_res}]")
+        if not 0 <= shared_d < config.dis_n_layer:
+            raise ConfigError(f"config.dis_shared_layers={shared_d!r} must be in [0, config.dis_n_layer="
+                              f"{config.dis_n_layer}): the first conv block stays per domain")
         if config.vgg_w != 0:
             raise ConfigError(f"config.vgg_w={config.vgg_w!r}: the VGG perceptual loss is not "
                               "implemented yet; set --config.vgg_w=0")
@@ -157,14 +164,34 @@ class UNIT:
         self.image_size = int(config.data.crop_size)
         self.w = {k: float(config[k]) for k in ("gan_w", "recon_x_w", "recon_kl_w",
                                                  "recon_x_cyc_w", "recon_kl_cyc_w")}
-        gen = lambda nc: nets.VAEGen(nc, config.gen_dim, config.gen_n_downsample, config.gen_n_res,
-                                     config.gen_activ, config.gen_pad_type, dtype)
-        dis = lambda: nets.MsImageDis(config.dis_dim, config.dis_n_layer, config.dis_num_scales,
-                                      config.dis_norm, config.dis_activ, config.dis_pad_type, dtype)
+        # The seed's shared-weight form (NIPS-2017 version_02): the last `gen_shared_blocks`
+        # residual blocks of the encoders and the first of the decoders, and the last
+        # `dis_shared_layers` conv blocks (+ the 1x1 conv) of every D scale, stored once as
+        # networks gen_shared / dis_shared. 0 and 0 is the reference master (no sharing).
+        shared_g = int(config.get("gen_shared_blocks", 0))
+        shared_d = int(config.get("dis_shared_layers", 0))
+        self.shared = {"gen": shared_g, "dis": shared_d}
+        latent = config.gen_dim * 2**config.gen_n_downsample
+        gen = lambda nc: nets.VAEGen(nc, config.gen_dim, config.gen_n_downsample,
+                                     config.gen_n_res - shared_g, config.gen_activ,
+                                     config.gen_pad_type, dtype)
+        dis = lambda part: nets.MsImageDis(
+            config.dis_dim, config.dis_n_layer, config.dis_num_scales, config.dis_norm,
+            config.dis_activ, config.dis_pad_type, dtype,
+            part=part if shared_d else "all", n_shared=shared_d)
         self.modules = {"gen_a": gen(self.channels["A"]), "gen_b": gen(self.channels["B"]),
-                        "dis_a": dis(), "dis_b": dis()}
+                        "dis_a": dis("front"), "dis_b": dis("front")}
         self.in_channels = {"gen_a": self.channels["A"], "gen_b": self.channels["B"],
                             "dis_a": self.channels["A"], "dis_b": self.channels["B"]}
+        self.networks = ("gen_a", "gen_b") + (("gen_shared",) if shared_g else ()) + (
+            "dis_a", "dis_b") + (("dis_shared",) if shared_d else ())
+        self.groups = {"gen": tuple(n for n in self.networks if n.startswith("gen")),
+                       "dis": tuple(n for n in self.networks if n.startswith("dis"))}
+        if shared_g:
+            self.modules["gen_shared"] = nets.SharedLatent(
+                shared_g, latent, config.gen_activ, config.gen_pad_type, dtype)
+        if shared_d:
+            self.modules["dis_shared"] = dis("back")
         self.schedule = step_lr_schedule(config.lr, config.lr_policy, config.step_size, config.gamma)
         tx = adam_coupled_l2(self.schedule, config.beta1, config.beta2, config.weight_decay)
         self.tx = {"gen": tx, "dis": tx}
@@ -177,9 +204,21 @@ class UNIT:
         """Fresh variables: kaiming convs in the generators, N(0, 0.02) in the discriminators."""
         out = {}
         for name, k in zip(self.networks, jax.random.split(key, len(self.networks))):
-            x = jnp.zeros((1, self.image_size, self.image_size, self.in_channels[name]))
+            x = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), self._example_input(name))
             out[name] = jax.jit(self.modules[name].init)(k, x)
         return out
+
+    def _example_input(self, name: str) -> Any:
+        """Shapes of a batch-1 input of network `name` (images; latents; D front features)."""
+        size = self.image_size
+        if name == "gen_shared":
+            side = size // self.size_multiple
+            return jax.ShapeDtypeStruct((1, side, side, self.modules[name].dim), jnp.float32)
+        if name == "dis_shared":
+            x = jax.ShapeDtypeStruct((1, size, size, self.channels["A"]), jnp.float32)
+            front = self.modules["dis_a"]
+            return jax.eval_shape(lambda x: front.apply(front.init(jax.random.key(0), x), x), x)
+        return jax.ShapeDtypeStruct((1, size, size, self.in_channels[name]), jnp.float32)
 
     def state_from_variables(self, variables: Mapping[str, Any], key: Array) -> TrainState:
         """A step-0 TrainState around given network variables."""
@@ -193,14 +232,25 @@ class UNIT:
         return self.state_from_variables(self.init_variables(init_key), state_key)
 
     # ----------------------------------------------------------------- passes
-    def encode(self, name: str, params: Any, x: Array) -> Array:
-        return self.modules[name].apply({"params": params}, x, method="encode")
+    def encode(self, name: str, params: Mapping[str, Any], x: Array) -> Array:
+        """h of generator `name` (params: the networks' dict), through the shared blocks if any."""
+        h = self.modules[name].apply({"params": params[name]}, x, method="encode")
+        if self.shared["gen"]:
+            h = self.modules["gen_shared"].apply({"params": params["gen_shared"]}, h, method="encode")
+        return h
 
-    def decode(self, name: str, params: Any, z: Array) -> Array:
-        return self.modules[name].apply({"params": params}, z, method="decode")
+    def decode(self, name: str, params: Mapping[str, Any], z: Array) -> Array:
+        """Decoder of generator `name` applied to z, after the shared blocks if any."""
+        if self.shared["gen"]:
+            z = self.modules["gen_shared"].apply({"params": params["gen_shared"]}, z, method="decode")
+        return self.modules[name].apply({"params": params[name]}, z, method="decode")
 
-    def discriminate(self, name: str, params: Any, x: Array) -> tuple[Array, ...]:
-        return self.modules[name].apply({"params": params}, x)
+    def discriminate(self, name: str, params: Mapping[str, Any], x: Array) -> tuple[Array, ...]:
+        """Per-scale maps of discriminator `name`, through the shared high-level layers if any."""
+        outs = self.modules[name].apply({"params": params[name]}, x)
+        if self.shared["dis"]:
+            outs = self.modules["dis_shared"].apply({"params": params["dis_shared"]}, outs)
+        return outs
 
     # ----------------------------------------------------------------- losses
     def discriminator_loss(self, d_params: Mapping[str, Any], g_params: Mapping[str, Any],
@@ -209,15 +259,15 @@ class UNIT:
         """`dis_update`'s loss: gan_w * (dis_a(x_ba vs x_a) + dis_b(x_ab vs x_b)), fakes detached."""
         g = jax.lax.stop_gradient(g_params)
         x_a, x_b = batch["A"], batch["B"]
-        h_a = self.encode("gen_a", g["gen_a"], x_a)
-        h_b = self.encode("gen_b", g["gen_b"], x_b)
+        h_a = self.encode("gen_a", g, x_a)
+        h_b = self.encode("gen_b", g, x_b)
         z_a = h_a + _noise(noise, "n_a", DIS_NOISE, h_a)
         z_b = h_b + _noise(noise, "n_b", DIS_NOISE, h_b)
-        x_ba = jax.lax.stop_gradient(self.decode("gen_a", g["gen_a"], z_b))
-        x_ab = jax.lax.stop_gradient(self.decode("gen_b", g["gen_b"], z_a))
+        x_ba = jax.lax.stop_gradient(self.decode("gen_a", g, z_b))
+        x_ab = jax.lax.stop_gradient(self.decode("gen_b", g, z_a))
         terms = {}
         for d, fake, real in (("dis_a", x_ba, x_a), ("dis_b", x_ab, x_b)):
-            outs = self.discriminate(d, d_params[d], _cat(fake.astype(real.dtype), real))
+            outs = self.discriminate(d, d_params, _cat(fake.astype(real.dtype), real))
             fake_outs, real_outs = zip(*(_halves(o) for o in outs))
             terms[d] = lsgan_dis_loss(fake_outs, real_outs)
         total = self.w["gan_w"] * terms["dis_a"] + self.w["gan_w"] * terms["dis_b"]
@@ -229,18 +279,18 @@ class UNIT:
         """`gen_update`'s loss: reconstruction, KL, cycle and adversarial terms with their weights."""
         d = jax.lax.stop_gradient(d_params)
         x_a, x_b = batch["A"], batch["B"]
-        h_a = self.encode("gen_a", g_params["gen_a"], x_a)
-        h_b = self.encode("gen_b", g_params["gen_b"], x_b)
+        h_a = self.encode("gen_a", g_params, x_a)
+        h_b = self.encode("gen_b", g_params, x_b)
         z_a = h_a + _noise(noise, "n_a", GEN_NOISE, h_a)
         z_b = h_b + _noise(noise, "n_b", GEN_NOISE, h_b)
-        x_a_recon, x_ba = _halves(self.decode("gen_a", g_params["gen_a"], _cat(z_a, z_b)))
-        x_b_recon, x_ab = _halves(self.decode("gen_b", g_params["gen_b"], _cat(z_b, z_a)))
-        h_b_recon = self.encode("gen_a", g_params["gen_a"], x_ba.astype(x_a.dtype))
-        h_a_recon = self.encode("gen_b", g_params["gen_b"], x_ab.astype(x_b.dtype))
+        x_a_recon, x_ba = _halves(self.decode("gen_a", g_params, _cat(z_a, z_b)))
+        x_b_recon, x_ab = _halves(self.decode("gen_b", g_params, _cat(z_b, z_a)))
+        h_b_recon = self.encode("gen_a", g_params, x_ba.astype(x_a.dtype))
+        h_a_recon = self.encode("gen_b", g_params, x_ab.astype(x_b.dtype))
         z_a_recon = h_a_recon + _noise(noise, "n_a_recon", GEN_NOISE, h_a_recon)
         z_b_recon = h_b_recon + _noise(noise, "n_b_recon", GEN_NOISE, h_b_recon)
-        x_aba = self.decode("gen_a", g_params["gen_a"], z_a_recon)
-        x_bab = self.decode("gen_b", g_params["gen_b"], z_b_recon)
+        x_aba = self.decode("gen_a", g_params, z_a_recon)
+        x_bab = self.decode("gen_b", g_params, z_b_recon)
         l1 = lambda p, t: jnp.mean(jnp.abs(p - t))
         kl = lambda h: jnp.mean(jnp.square(h.astype(jnp.promote_types(h.dtype, jnp.float32))))
         t = {
@@ -248,8 +298,8 @@ class UNIT:
             "recon_kl_a": kl(h_a), "recon_kl_b": kl(h_b),
             "cyc_x_a": l1(x_aba, x_a), "cyc_x_b": l1(x_bab, x_b),
             "recon_kl_cyc_aba": kl(h_a_recon), "recon_kl_cyc_bab": kl(h_b_recon),
-            "adv_a": lsgan_gen_loss(self.discriminate("dis_a", d["dis_a"], x_ba.astype(x_a.dtype))),
-            "adv_b": lsgan_gen_loss(self.discriminate("dis_b", d["dis_b"], x_ab.astype(x_b.dtype))),
+            "adv_a": lsgan_gen_loss(self.discriminate("dis_a", d, x_ba.astype(x_a.dtype))),
+            "adv_b": lsgan_gen_loss(self.discriminate("dis_b", d, x_ab.astype(x_b.dtype))),
         }
         w = self.w
         total = (w["gan_w"] * (t["adv_a"] + t["adv_b"])
@@ -336,23 +386,22 @@ class UNIT:
         del model_state, train, key
         direction = request if isinstance(request, str) else self.resolve_request(request).direction
         enc, dec = self._pair(direction)
-        return self.decode(dec, params[dec], self.encode(enc, params[enc], images))
+        return self.decode(dec, params, self.encode(enc, params, images))
 
     def visuals(self, params: Mapping[str, Any], batch: Mapping[str, Array],
                 model_state: Mapping[str, Any] | None = None) -> dict[str, Array]:
         """x_a | x_a_recon | x_ab | x_b | x_b_recon | x_ba, all decoded without noise."""
-        h_a = self.encode("gen_a", params["gen_a"], batch["A"])
-        h_b = self.encode("gen_b", params["gen_b"], batch["B"])
-        return {"x_a": batch["A"], "x_a_recon": self.decode("gen_a", params["gen_a"], h_a),
-                "x_ab": self.decode("gen_b", params["gen_b"], h_a),
-                "x_b": batch["B"], "x_b_recon": self.decode("gen_b", params["gen_b"], h_b),
-                "x_ba": self.decode("gen_a", params["gen_a"], h_b)}
+        h_a = self.encode("gen_a", params, batch["A"])
+        h_b = self.encode("gen_b", params, batch["B"])
+        return {"x_a": batch["A"], "x_a_recon": self.decode("gen_a", params, h_a),
+                "x_ab": self.decode("gen_b", params, h_a),
+                "x_b": batch["B"], "x_b_recon": self.decode("gen_b", params, h_b),
+                "x_ba": self.decode("gen_a", params, h_b)}
 
     # ----------------------------------------------------------------- weights
     def network_template(self, name: str) -> Any:
         """The shapes and dtypes of network `name`'s variables (nothing is computed)."""
-        size = self.image_size
-        x = jax.ShapeDtypeStruct((1, size, size, self.in_channels[name]), jnp.float32)
+        x = self._example_input(name)
         return jax.eval_shape(lambda x: self.modules[name].init(jax.random.key(0), x), x)
 
     def import_weights(self, path: str, names: tuple[str, ...]) -> dict[str, Any]:
@@ -362,6 +411,9 @@ class UNIT:
         dis file dis_a/dis_b. Legacy PyTorch-0.3 InstanceNorm running statistics are
         dropped; any other key that does not fit is an error naming it.
         """
+        if self.shared["gen"] or self.shared["dis"]:
+            raise ValueError(f"{path}: official UNIT files hold unshared networks; set "
+                             "config.gen_shared_blocks=0 and config.dis_shared_layers=0 to read them")
         pair = read_official_pair(path)
         kind = "gen" if any(k.startswith(("enc.", "dec.")) for k in pair["a"]) else "dis"
         allowed = tuple(f"{kind}_{d}" for d in "ab")

@@ -176,7 +176,12 @@ class ResBlock(nn.Module):
 
 class MsImageDis(nn.Module):
     """Multi-scale discriminator: `cnns.s` per scale (k4 s2 lrelu convs, then a 1x1 conv),
-    avg-pool (3, s2, p1, count_include_pad=False) between scales; returns the raw maps."""
+    avg-pool (3, s2, p1, count_include_pad=False) between scales; returns the raw maps.
+
+    `part` splits it for the shared-weight form: 'front' runs the first n_layer - n_shared
+    conv blocks of every scale (one per domain), 'back' the remaining blocks and the 1x1
+    conv on those features (one module shared by both domains); 'all' is the reference's.
+    """
 
     dim: int = 64
     n_layer: int = 4
@@ -185,19 +190,29 @@ class MsImageDis(nn.Module):
     activation: str = "lrelu"
     pad_type: str = "reflect"
     dtype: Any = None
+    part: str = "all"
+    n_shared: int = 0
 
     @nn.compact
-    def __call__(self, x: Array) -> tuple[Array, ...]:
+    def __call__(self, x: Any) -> tuple[Array, ...]:
+        if self.part not in ("all", "front", "back"):
+            raise ValueError(f"unknown MsImageDis part {self.part!r}")
+        split = self.n_layer - self.n_shared if self.part != "all" else self.n_layer + 1
+        start, stop = {"all": (0, self.n_layer + 1), "front": (0, split),
+                       "back": (split, self.n_layer + 1)}[self.part]
         outs = []
         for s in range(self.num_scales):
+            inp = x[s] if self.part == "back" else x
             outs.append(_ScaleStack(self.dim, self.n_layer, self.norm, self.activation,
-                                    self.pad_type, self.dtype, name=f"cnns_{s}")(x))
-            x = layers.avg_pool2d(x, 3, 2, 1, count_include_pad=False)
+                                    self.pad_type, self.dtype, start, stop, name=f"cnns_{s}")(inp))
+            if self.part != "back":
+                x = layers.avg_pool2d(x, 3, 2, 1, count_include_pad=False)
         return tuple(outs)
 
 
 class _ScaleStack(nn.Module):
-    """One scale's `nn.Sequential`: children named '0' .. str(n_layer)."""
+    """One scale's `nn.Sequential` (children named '0' .. str(n_layer)), or the slice
+    [start, stop) of it."""
 
     dim: int
     n_layer: int
@@ -205,17 +220,44 @@ class _ScaleStack(nn.Module):
     activation: str
     pad_type: str
     dtype: Any = None
+    start: int = 0
+    stop: int = -1
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         kw = dict(pad_type=self.pad_type, init_type="normal", dtype=self.dtype)
-        x = Conv2dBlock(self.dim, 4, 2, 1, "none", self.activation, name="0", **kw)(x)
-        dim = self.dim
-        for i in range(self.n_layer - 1):
-            x = Conv2dBlock(dim * 2, 4, 2, 1, self.norm, self.activation, name=str(i + 1), **kw)(x)
-            dim *= 2
-        x = layers.Conv2d(1, 1, init_type="normal", dtype=self.dtype, name=str(self.n_layer))(x)
-        return layers.at_least_f32(x)
+        stop = self.n_layer + 1 if self.stop < 0 else self.stop
+        for i in range(self.start, min(stop, self.n_layer)):
+            norm = "none" if i == 0 else self.norm
+            x = Conv2dBlock(self.dim * 2**i, 4, 2, 1, norm, self.activation, name=str(i), **kw)(x)
+        if stop > self.n_layer:
+            x = layers.Conv2d(1, 1, init_type="normal", dtype=self.dtype, name=str(self.n_layer))(x)
+            x = layers.at_least_f32(x)
+        return x
+
+
+class SharedLatent(nn.Module):
+    """The shared-weight form's shared layers: the last residual blocks of both encoders
+    (`encode`) and the first residual blocks of both decoders (`decode`), stored once."""
+
+    n: int
+    dim: int
+    activation: str = "relu"
+    pad_type: str = "reflect"
+    dtype: Any = None
+
+    def setup(self) -> None:
+        self.enc = ResidualStack(self.n, self.dim, "in", self.activation, self.pad_type, self.dtype)
+        self.dec = ResidualStack(self.n, self.dim, "in", self.activation, self.pad_type, self.dtype)
+
+    def encode(self, x: Array) -> Array:
+        return self.enc(x)
+
+    def decode(self, z: Array) -> Array:
+        return self.dec(z)
+
+    def __call__(self, x: Array) -> Array:
+        return self.decode(self.encode(x))
 
 
 def discriminator_sizes(size: int, n_layer: int, num_scales: int) -> list[int]:

@@ -184,3 +184,16 @@ def test_schedule_and_optimizer_follow_torch():
     sched = unit_method.step_lr_schedule(1.0, "step", 3, 0.5)
     assert [float(sched(i)) for i in range(7)] == [1, 1, 0.5, 0.5, 0.5, 0.25, 0.25]
     assert float(unit_method.step_lr_schedule(2.0, "constant", 3, 0.5)(10)) == 2.0
+
+
+def test_reference_step_is_registered_for_the_benchmark():
+    from unpaired.torch_reference import build_reference_step
+    config = tiny_config()
+    step = build_reference_step(config)
+    before = [p.detach().clone() for p in step.model.gen_a.parameters()]
+    x = torch.rand(BATCH, 3, SIZE, SIZE) * 2 - 1
+    (d_loss, _), (g_loss, g_terms) = step(x, -x)
+    assert np.isfinite(float(d_loss)) and np.isfinite(float(g_loss)) and len(g_terms) == 10
+    assert any(not torch.equal(a, b) for a, b in zip(before, step.model.gen_a.parameters()))
+    with pytest.raises(NotImplementedError, match="gen_shared_blocks=0"):
+        build_reference_step(tiny_config(gen_shared_blocks=1))

@@ -442,3 +442,55 @@ def conv_bias_for(norm: str) -> bool:
 def leaky_relu(x: Array, slope: float = 0.2) -> Array:
     """`nn.LeakyReLU(0.2)`; the gradient at exactly 0 is `slope`, as in PyTorch."""
     return jnp.where(x > 0, x, slope * x)
+
+
+# --- UNIT/MUNIT layers (mingyuliutw/UNIT master `networks.py`) ---------------------------
+
+
+class SampleLayerNorm(nn.Module):
+    """UNIT/MUNIT's custom `LayerNorm`: per-sample mean and *unbiased* std over (H, W, C),
+    y = (x - mean) / (std + eps), then per-channel `gamma` (U(0, 1) at init) and `beta`.
+
+    Not `nn.LayerNorm`: the std, not sqrt(var + eps), and the per-channel affine pair.
+    """
+
+    eps: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        features = x.shape[-1]
+        gamma = self.param("gamma", nn.initializers.uniform(1.0), (features,), jnp.float32)
+        beta = self.param("beta", nn.initializers.zeros, (features,), jnp.float32)
+        xf = at_least_f32(x)
+        axes = tuple(range(1, x.ndim))
+        count = 1
+        for a in axes:
+            count *= x.shape[a]
+        mean = jnp.mean(xf, axis=axes, keepdims=True)
+        var = jnp.sum(jnp.square(xf - mean), axis=axes, keepdims=True) / max(count - 1, 1)
+        y = (xf - mean) / (jnp.sqrt(var) + self.eps)
+        return (y * gamma.astype(y.dtype) + beta.astype(y.dtype)).astype(x.dtype)
+
+
+def avg_pool2d(x: Array, kernel: int = 3, stride: int = 2, padding: int = 1,
+               count_include_pad: bool = False) -> Array:
+    """`nn.AvgPool2d(kernel, stride, padding, count_include_pad)` in NHWC (zero padding).
+
+    With count_include_pad=False each window's sum is divided by its number of in-image cells.
+    """
+    window = (1, kernel, kernel, 1)
+    strides = (1, stride, stride, 1)
+    pads = ((0, 0), (padding, padding), (padding, padding), (0, 0))
+    xf = at_least_f32(x)
+    total = lax.reduce_window(xf, 0.0, lax.add, window, strides, pads)
+    if count_include_pad:
+        count = float(kernel * kernel)
+    else:
+        ones = jnp.ones((1,) + x.shape[1:3] + (1,), xf.dtype)
+        count = lax.reduce_window(ones, 0.0, lax.add, window, strides, pads)
+    return (total / count).astype(x.dtype)
+
+
+def upsample_nearest(x: Array, factor: int = 2) -> Array:
+    """`nn.Upsample(scale_factor=factor)` (mode 'nearest') in NHWC."""
+    return jnp.repeat(jnp.repeat(x, factor, axis=1), factor, axis=2)

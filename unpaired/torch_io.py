@@ -114,7 +114,8 @@ def _mismatch_hint(missing: list[str], unexpected: list[str]) -> str:
 
 
 def from_state_dict(
-    state_dict: Mapping[str, Any], template: Mapping[str, Any], *, source: str = "state_dict"
+    state_dict: Mapping[str, Any], template: Mapping[str, Any], *, source: str = "state_dict",
+    hint: str | None = None,
 ) -> dict[str, Any]:
     """Our variables for one network from a reference state_dict, strictly checked.
 
@@ -122,7 +123,7 @@ def from_state_dict(
     and dtypes are used). InstanceNorm running statistics of old checkpoints (keys
     `running_mean`, `running_var`, `num_batches_tracked` where our network has no
     BatchNorm) are dropped, as the reference's loader does. A 'module.' prefix from
-    DataParallel is stripped.
+    DataParallel is stripped. `hint` replaces the CycleGAN advice ending a mismatch error.
     """
     table = key_table(template)
     incoming = {}
@@ -139,7 +140,7 @@ def from_state_dict(
             f"{source} does not fit the network built from the config: "
             f"missing keys {missing[:8]}{' ...' if len(missing) > 8 else ''}, "
             f"unexpected keys {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}; "
-            + _mismatch_hint(missing, unexpected)
+            + (hint or _mismatch_hint(missing, unexpected))
         )
     flat = {"params": _flatten(template.get("params", {})),
             "batch_stats": _flatten(template.get("batch_stats", {}))}
@@ -154,7 +155,7 @@ def from_state_dict(
                 f"{source}: key {key!r} has shape {tuple(_to_numpy(incoming[key]).shape)} "
                 f"but the network built from the config expects "
                 f"{tuple(_to_torch_layout(np.zeros(expected.shape)).shape) if collection == 'params' else tuple(expected.shape)}; "
-                + _mismatch_hint([], [])
+                + (hint or _mismatch_hint([], []))
             )
         out[collection][path] = np.asarray(value, dtype=expected.dtype)
     result = {"params": _unflatten(out["params"])}

@@ -44,6 +44,7 @@ import ml_collections
 
 _REGISTRY = {
     "cyclegan": ("unpaired.methods.cyclegan", "CycleGAN"),
+    "unit": ("unpaired.methods.unit", "UNIT"),
 }
 
 

@@ -67,9 +67,45 @@ def _cyclegan_step(config, device: str, dtype, compile: bool = False) -> StepFn:
     return step
 
 
+def _unit_step(config, device: str, dtype, compile: bool = False) -> StepFn:
+    """One iteration of UNIT master's train.py (lr step, `dis_update`, `gen_update`) on fresh
+    reference networks built from `config` (gen_*/dis_* keys, loss weights, Adam, StepLR).
+
+    `dtype=torch.bfloat16` runs under autocast; `compile=True` compiles each network.
+    The shared-weight form (gen_shared_blocks, dis_shared_layers) has no reference step.
+    """
+    import torch
+
+    from unpaired.torch_reference import unit as ref
+
+    if config.get("gen_shared_blocks", 0) or config.get("dis_shared_layers", 0):
+        raise NotImplementedError("the UNIT master reference has no shared layers: set "
+                                  "config.gen_shared_blocks=0 and config.dis_shared_layers=0")
+    nets = ref.build_unit(config.input_dim_a, config.input_dim_b, config.gen_dim,
+                          config.gen_n_downsample, config.gen_n_res, config.dis_dim,
+                          config.dis_n_layer, config.dis_num_scales, config.gen_pad_type)
+    nets = {name: net.to(device).train() for name, net in nets.items()}
+    hp = {k: config[k] for k in ("gan_w", "recon_x_w", "recon_kl_w", "recon_x_cyc_w",
+                                 "recon_kl_cyc_w", "lr", "beta1", "beta2", "weight_decay",
+                                 "step_size", "gamma")}
+    model = ref.UNITReference(nets, hp)
+    if compile:
+        for name in ("gen_a", "gen_b", "dis_a", "dis_b"):
+            setattr(model, name, torch.compile(getattr(model, name)))
+    autocast = dtype is not None and dtype != torch.float32
+
+    def step(real_A, real_B):
+        with torch.autocast(device_type=device, dtype=dtype, enabled=autocast):
+            return model.step(real_A, real_B)
+
+    step.model = model
+    return step
+
+
 # Builders by `config.method`: (config, device, dtype, compile=False) -> step(real_A, real_B).
 REFERENCE_STEPS: dict[str, Callable[..., StepFn]] = {
     "cyclegan": _cyclegan_step,
+    "unit": _unit_step,
 }
 
 

@@ -296,16 +296,23 @@ def jax_platform() -> str:
 
 
 def _random_batch(method_config: ml_collections.ConfigDict, key, leading: tuple[int, ...] = ()):
+    """Uniform [-1, 1] images for every domain the method reads (and labels in [0, 10))."""
     import jax
     import jax.numpy as jnp
 
+    from unpaired import methods
+
+    spec = methods.get_method_class(method_config.method).data_spec(method_config)
     size = int(method_config.data.crop_size)
-    shape = lambda c: leading + (int(method_config.batch_size), size, size, int(c))
-    key_a, key_b = jax.random.split(key)
-    return {
-        "A": jax.random.uniform(key_a, shape(method_config.input_nc), jnp.float32, -1.0, 1.0),
-        "B": jax.random.uniform(key_b, shape(method_config.output_nc), jnp.float32, -1.0, 1.0),
-    }
+    leading = leading + (int(method_config.batch_size),)
+    batch = {}
+    for domain, k in zip(spec.domains, jax.random.split(key, len(spec.domains))):
+        image_key, label_key = jax.random.split(k)
+        batch[domain] = jax.random.uniform(
+            image_key, leading + (size, size, int(spec.channels[domain])), jnp.float32, -1.0, 1.0)
+        if domain in spec.labels:
+            batch[spec.label_key(domain)] = jax.random.randint(label_key, leading, 0, 10)
+    return batch
 
 
 def _cost_flops(compiled) -> float | None:
@@ -522,13 +529,16 @@ def prepare_torch(
     dtype = torch.bfloat16 if precision_of(config) == "bf16" else torch.float32
     batch_size, size = int(config.batch_size), int(config.data.crop_size)
     gen = torch.Generator().manual_seed(seed)
-    real_A = (torch.rand(batch_size, int(config.input_nc), size, size, generator=gen) * 2 - 1).to(device)
-    real_B = (torch.rand(batch_size, int(config.output_nc), size, size, generator=gen) * 2 - 1).to(device)
+    from unpaired import methods
+
+    spec = methods.get_method_class(config.method).data_spec(config)
+    images = [(torch.rand(batch_size, int(spec.channels[d]), size, size, generator=gen) * 2 - 1).to(device)
+              for d in spec.domains]  # NCHW, one per domain in the method's order
     torch.manual_seed(seed)
     step = reference.build_reference_step(config, device=device, dtype=dtype, compile=(mode == "compile"))
 
     def call() -> None:
-        step(real_A, real_B)
+        step(*images)
         sync()
 
     start = time.perf_counter()

@@ -1,7 +1,8 @@
 """PyTorch re-expressions of the reference implementations, for parity tests and benchmarks.
 
 `build_reference_step(config, device, dtype)` returns the reference's training step for
-the method named by `config.method` as a callable `step(real_A, real_B)` (NCHW tensors on
+the method named by `config.method` as a callable `step(*images)`: one NCHW tensor per domain
+of the method's `data_spec`, in its order (CycleGAN, UNIT: `step(real_A, real_B)`) on
 `device`); `unpaired.benchmark` times it against our jitted `train_step`. A method plugs in
 by adding a builder to `REFERENCE_STEPS`; the benchmark itself never changes.
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-StepFn = Callable[[Any, Any], Any]
+StepFn = Callable[..., Any]
 
 
 def _cyclegan_step(config, device: str, dtype, compile: bool = False) -> StepFn:
@@ -102,7 +103,7 @@ def _unit_step(config, device: str, dtype, compile: bool = False) -> StepFn:
     return step
 
 
-# Builders by `config.method`: (config, device, dtype, compile=False) -> step(real_A, real_B).
+# Builders by `config.method`: (config, device, dtype, compile=False) -> step(*images).
 REFERENCE_STEPS: dict[str, Callable[..., StepFn]] = {
     "cyclegan": _cyclegan_step,
     "unit": _unit_step,

@@ -38,6 +38,8 @@ import ml_collections
 
 _REGISTRY = {
     "cyclegan": ("unpaired.methods.cyclegan", "CycleGAN"),
+    "dtn_pretrain": ("unpaired.methods.dtn", "DTNPretrain"),
+    "dtn": ("unpaired.methods.dtn", "DTN"),
 }
 
 

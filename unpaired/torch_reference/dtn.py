@@ -267,7 +267,7 @@ class DTNReference:
         self.opt_d.zero_grad()
         loss_d.backward()
         self.opt_d.step()
-        out = {k: float(v) for k, v in {**terms, **d_terms}.items()}
+        out = {k: float(v.detach()) for k, v in {**terms, **d_terms}.items()}
         out.update(G=float(loss_g), D=float(loss_d))
         return out
 

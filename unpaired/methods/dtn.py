@@ -128,7 +128,7 @@ class DTNPretrain:
         logits, updated = self.modules["f"].apply(variables, batch[self.source], True, logits=True,
                                                   mutable=["batch_stats"])
         labels = batch[DataSpec.label_key(self.source)]
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels).mean()
+        loss = losses.cross_entropy(logits, labels)
         accuracy = jnp.mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32))
         return loss, {"accuracy": accuracy, "model_state": {"f": updated["batch_stats"]}}
 

@@ -69,6 +69,31 @@ def _validate_common(config: ml_collections.ConfigDict) -> None:
                           "and g are the reference's 32x32 networks")
 
 
+def import_tf_networks(method: Any, path: str, names: tuple[str, ...]) -> dict[str, Any]:
+    """{name: variables} of f, g or D from a TF checkpoint (`dtn-<step>`, `svhn_model-<step>`).
+
+    Read by variable name without TensorFlow (`unpaired.weights.read_tf_checkpoint`);
+    TF kernels are our layout already. f's `out` head is optional (dtn-* lack it).
+    """
+    from unpaired.weights import BundleError, list_tf_checkpoint, read_tf_checkpoint  # pylint: disable=import-outside-toplevel
+
+    unknown = [n for n in names if n not in method.networks]
+    if unknown or not names:
+        raise ValueError(f"config.init_networks must name some of {', '.join(method.networks)} "
+                         f"for a TF checkpoint (got {','.join(names) or 'nothing'})")
+    try:
+        present = list_tf_checkpoint(path)
+        wanted = [v for v in present if v.split("/")[0] in {nets.SCOPES[n] for n in names}]
+        arrays = read_tf_checkpoint(path, wanted)
+    except BundleError as err:
+        raise ValueError(str(err)) from err
+    out = {}
+    for name in names:
+        template = jax.tree.map(lambda t: jnp.zeros(t.shape, t.dtype), method.network_template(name))
+        out[name] = nets.from_tf(name, arrays, template, source=path, optional=("out",))
+    return out
+
+
 def _dtype(config: ml_collections.ConfigDict) -> Any:
     return {"float32": None, "bfloat16": jnp.bfloat16}[config.dtype]
 
@@ -120,6 +145,15 @@ class DTNPretrain:
     def create_state(self, key: Array) -> TrainState:
         init_key, state_key = jax.random.split(key)
         return self.state_from_variables(self.init_variables(init_key), state_key)
+
+    def network_template(self, name: str) -> Any:
+        """Shapes and dtypes of f's variables."""
+        x = jnp.zeros((1, 32, 32, self.config.input_nc))
+        return jax.eval_shape(lambda: self.modules[name].init(jax.random.key(0), x, False))
+
+    def import_weights(self, path: str, names: tuple[str, ...]) -> dict[str, Any]:
+        """f from a TF checkpoint (the reference's svhn_model-<step>), by variable name."""
+        return import_tf_networks(self, path, names)
 
     def loss(self, params: Mapping[str, Any], model_state: Mapping[str, Any],
              batch: Mapping[str, Array]) -> tuple[Array, dict[str, Any]]:
@@ -245,6 +279,19 @@ class DTN:
         """Shapes and dtypes of network `name`'s variables."""
         x = self._inputs()[name]
         return jax.eval_shape(lambda: self.modules[name].init(jax.random.key(0), x, False))
+
+    def import_weights(self, path: str, names: tuple[str, ...]) -> dict[str, Any]:
+        """f, g and/or D from a TF checkpoint (svhn_model-<step> for f, dtn-<step>)."""
+        return import_tf_networks(self, path, names)
+
+    def load_official(self, path: str, request: TranslationRequest
+                      ) -> tuple[dict[str, Any], dict[str, Any], TranslationRequest]:
+        """(params, model_state, request) of f and g from a reference `dtn-<step>` checkpoint."""
+        served = self.resolve_request(request)
+        variables = self.import_weights(path, ("f", "g"))
+        params = {n: v["params"] for n, v in variables.items()}
+        model_state = {n: v.get("batch_stats", {}) for n, v in variables.items()}
+        return params, model_state, served
 
     # ----------------------------------------------------------------- losses
     def generator_loss(self, g_params: Mapping[str, Any], f_params: Any, d_params: Any,

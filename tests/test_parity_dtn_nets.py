@@ -62,7 +62,7 @@ def torch_out(tnet, kind, x, **kw):
 
 
 CASES = [("f", SMALL, 1, 1), ("f", SMALL, 3, 1), ("g", SMALL, 1, 1), ("D", SMALL, 1, 1),
-         ("D", SMALL, 1, 3), ("f", FULL, 3, 1), ("g", FULL, 1, 1), ("D", FULL, 1, 1)]
+         ("D", SMALL, 1, 3), ("f", FULL, 3, 1)]  # full g and D: same layers, 15 s more each
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}-{c[1]['nf']}-in{c[2]}-out{c[3]}")

@@ -71,6 +71,9 @@ def get_config(preset: str = "digits") -> ml_collections.ConfigDict:
     c.init_from = "" if stage1 else ""   # stage 2: the stage-1 workdir (required)
     c.init_networks = "" if stage1 else "f"
     c.verify_checkpoints = True
+    # Stage 2's translation accuracy at the end: a dtn_pretrain workdir trained on the
+    # TARGET domain (e.g. preset digits_pretrain with --config.source_domain=A); "" skips it.
+    c.eval_classifier = ""
     if base == "digits":
         c.data = _data("digits")
         c.nf, c.feature_dim, c.ngf, c.ndf = 16, 32, 16, 16

@@ -41,7 +41,9 @@ def stage1(tmp_path_factory):
 @pytest.fixture(scope="module")
 def stage2(stage1, tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("stage2"))
-    state = train.train_and_evaluate(tiny("digits", max_steps=4, init_from=stage1[0]), workdir)
+    config = tiny("digits", max_steps=4, init_from=stage1[0])
+    config.eval_classifier = stage1[0]  # any dtn_pretrain run; a real one is trained on A
+    state = train.train_and_evaluate(config, workdir)
     return workdir, jax.device_get(state)
 
 
@@ -64,6 +66,9 @@ def test_stage2_requires_f_and_takes_it_from_stage1(stage1, stage2):
     jax.tree.map(np.testing.assert_array_equal, state.params["f"], s1.params["f"])
     assert checkpoint.Checkpointer.for_workdir(workdir).all_steps() == [2, 4]
     assert sorted(os.listdir(os.path.join(workdir, "samples"))) == ["step_00000002.png", "step_00000004.png"]
+    result = json.load(open(os.path.join(workdir, "translation_accuracy.json")))
+    assert result["step"] == 4 and result["source"] == "B" and result["target"] == "A"
+    assert 0.0 <= result["accuracy"] <= 1.0 and result["images"] >= 100
     rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
     assert {"G_src", "G_trg", "const", "tid", "tv", "D_fake_src", "D_fake_trg", "D_real"} <= set(rows[0])
 

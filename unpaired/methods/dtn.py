@@ -344,6 +344,46 @@ class DTN:
             model_state=d_aux["model_state"], opt_state={"g": g_opt, "D": d_opt})
         return new_state, metrics
 
+    def after_training(self, state: TrainState, workdir: str) -> dict[str, Any] | None:
+        """Translation accuracy as the paper measures it, if config.eval_classifier is set.
+
+        A target-domain classifier (a `dtn_pretrain` workdir trained on the target domain)
+        labels G(source test images) in eval mode; the score uses the source labels.
+        Printed and written to `<workdir>/translation_accuracy.json`.
+        """
+        path = self.config.get("eval_classifier", "")
+        if not path:
+            return None
+        from unpaired import data, translate  # pylint: disable=import-outside-toplevel
+
+        classifier, clf_state, clf_config = translate.load_workdir_state(path)
+        if not hasattr(classifier, "classify"):
+            raise ValueError(f"config.eval_classifier={path!r} is a {clf_config.method} run; "
+                             "expected a dtn_pretrain run trained on the target domain")
+        spec = DTNPretrain.data_spec(self.config)  # the source domain, with its labels
+        loader = data.make_loader(self.config.data, split="test", batch_size=self.config.batch_size,
+                                  seed=0, spec=spec)
+        score = jax.jit(lambda p, ms, cp, cs, x: classifier.classify(
+            cp, cs, self.translate(p, x, "AtoB", ms)))
+        correct = total = 0
+        try:
+            for i in range(loader.steps_per_epoch):
+                batch = loader.batch(i)
+                predicted = score(state.params, state.model_state, clf_state.params,
+                                  clf_state.model_state, batch[self.source])
+                correct += int(jnp.sum(predicted == batch[DataSpec.label_key(self.source)]))
+                total += len(predicted)
+        finally:
+            loader.close()
+        result = {"step": int(state.step), "source": self.source, "target": self.target,
+                  "classifier": os.path.abspath(path), "accuracy": correct / max(total, 1),
+                  "images": total}
+        with open(os.path.join(workdir, "translation_accuracy.json"), "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2)
+        print(f"translation accuracy {self.source}->{self.target}: {result['accuracy']:.4f} "
+              f"({total} source test images)")
+        return result
+
     # ----------------------------------------------------------------- inference
     def resolve_request(self, request: TranslationRequest) -> TranslationRequest:
         """DTN translates source -> target only: AtoB, or --target naming the target domain."""

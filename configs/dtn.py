@@ -68,7 +68,7 @@ def get_config(preset: str = "digits") -> ml_collections.ConfigDict:
     c.sample_every = 500
     c.checkpoint_every = 1000
     c.keep_checkpoints = 3
-    c.init_from = "" if stage1 else ""   # stage 2: the stage-1 workdir (required)
+    c.init_from = ""            # stage 2: the stage-1 workdir or a TF svhn_model-<step> (required)
     c.init_networks = "" if stage1 else "f"
     c.verify_checkpoints = True
     # Stage 2's translation accuracy at the end: a dtn_pretrain workdir trained on the

@@ -87,7 +87,7 @@ def main(argv: list[str]) -> None:
     if not os.path.exists(_INPUT.value):  # before the (slow) model load
         sys.exit(f"error: input {_INPUT.value!r} does not exist")
     overrides = dict(config_flags.get_override_values(flags.FLAGS["config"]))
-    is_file = os.path.isfile(checkpoint)
+    is_file = os.path.isfile(checkpoint) or os.path.isfile(checkpoint + ".index")  # or a TF prefix
     if is_file and flags.FLAGS["step"].present:
         logging.warning("--step is ignored for the .pth file %s", checkpoint)
     if not is_file and flags.FLAGS["config"].present:

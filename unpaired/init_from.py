@@ -166,9 +166,10 @@ def apply_init(method: Any, config: ml_collections.ConfigDict, state: Any) -> tu
     if unknown:
         raise InitFromError(f"config.init_networks names {', '.join(map(repr, unknown))}, which "
                             f"{config.method} does not have; it has {', '.join(state.params)}")
-    if not os.path.exists(path):
+    weight_file = os.path.isfile(path) or os.path.isfile(path + ".index")  # or a TF prefix
+    if not os.path.exists(path) and not weight_file:
         raise InitFromError(f"config.init_from={path!r} does not exist")
-    if os.path.isfile(path):
+    if weight_file:
         taken, step = read_file_networks(method, path, names), None
     else:
         source, step = read_run_networks(path)

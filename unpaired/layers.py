@@ -20,11 +20,11 @@ Array = jax.Array
 Dtype = Any
 
 DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
-PADDING_MODES = ("zero", "reflect", "replicate")
+PADDING_MODES = ("zero", "reflect", "replicate", "tf_same")
 NORMS = ("instance", "batch", "none")
 
 
-INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")
+INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal", "xavier_uniform")
 
 
 def normal_init(stddev: float = 0.02) -> Callable[..., Array]:
@@ -85,6 +85,8 @@ def weight_init(init_type: str = "normal", gain: float = 0.02) -> Callable[..., 
         return nn.initializers.variance_scaling(2.0, "fan_in", "normal")
     if init_type == "orthogonal":
         return orthogonal_init(gain)
+    if init_type == "xavier_uniform":  # TF's glorot_uniform (gain 1): U(-a, a), a = sqrt(6 / fan sum)
+        return nn.initializers.variance_scaling(gain**2, "fan_avg", "uniform")
     raise ValueError(f"unknown init_type {init_type!r}; expected one of {INIT_TYPES}")
 
 
@@ -114,6 +116,30 @@ def pad2d(x: Array, padding: int | Sequence[int], mode: str = "zero") -> Array:
     if mode == "replicate":
         return jnp.pad(x, widths, mode="edge")
     raise ValueError(f"unknown padding mode {mode!r}; expected one of {PADDING_MODES}")
+
+
+def tf_same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TensorFlow's 'SAME' (before, after) padding of one axis: output ceil(size / stride).
+
+    The total is split with the extra pixel after: (0, 1) for a 3x3 stride-2 conv on an
+    even size, where PyTorch's padding=1 pads (1, 1) and samples a shifted grid.
+    """
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def tf_same_conv_transpose2d(x: Array, kernel: Array, stride: int, precision: Any = None) -> Array:
+    """TF `conv2d_transpose(..., padding='SAME')`: output side = input side * stride.
+
+    The full transposed conv (PyTorch padding=0) cropped by the 'SAME' padding of the
+    strided conv it is the adjoint of: for 3x3 stride 2, the first 2n rows and columns.
+    """
+    k = kernel.shape[0]
+    full = conv_transpose2d(x, kernel, stride, 0, 0, precision)
+    (top, _), (left, _) = (tf_same_padding(x.shape[i] * stride, k, stride) for i in (1, 2))
+    h, w = x.shape[1] * stride, x.shape[2] * stride
+    return full[:, top:top + h, left:left + w, :]
 
 
 def _conv_xla(
@@ -265,7 +291,8 @@ class Conv2d(nn.Module):
     """`nn.Conv2d` (+ optional pad module in front of it) with the reference's init (N(0, 0.02)).
 
     `padding_mode='zero'` pads inside the conv like PyTorch's `padding=`; 'reflect' and
-    'replicate' pad first, as the reference's `ReflectionPad2d` + `Conv2d(padding=0)` do.
+    'replicate' pad first, as the reference's `ReflectionPad2d` + `Conv2d(padding=0)` do;
+    'tf_same' pads as TensorFlow's padding='SAME' (`tf_same_padding`; `padding` unused).
     Parameters: `kernel` (k, k, C_in, C_out) and `bias` (C_out,).
     """
 
@@ -291,7 +318,12 @@ class Conv2d(nn.Module):
         dtype = self.dtype or x.dtype
         x = x.astype(dtype)
         conv_padding = self.padding
-        if self.padding_mode != "zero" and self.padding:
+        if self.padding_mode == "tf_same":
+            top, bottom = tf_same_padding(x.shape[1], self.kernel_size, self.stride)
+            left, right = tf_same_padding(x.shape[2], self.kernel_size, self.stride)
+            x = pad2d(x, (top, bottom, left, right))
+            conv_padding = 0
+        elif self.padding_mode != "zero" and self.padding:
             x = pad2d(x, self.padding, self.padding_mode)
             conv_padding = 0
         y = conv2d(
@@ -308,7 +340,9 @@ class ConvTranspose2d(nn.Module):
     """`nn.ConvTranspose2d(k, stride, padding, output_padding)`; kernel is (k, k, C_out, C_in).
 
     The kernel layout is PyTorch's weight (C_in, C_out, k, k) with axes (2, 3, 1, 0),
-    the same transform as an ordinary conv weight, so checkpoints convert uniformly.
+    the same transform as an ordinary conv weight, so checkpoints convert uniformly (and
+    TF's conv2d_transpose filter [kh, kw, out, in] as it is). `padding_mode='tf_same'`
+    is TF's padding='SAME' (`tf_same_conv_transpose2d`; padding, output_padding unused).
     """
 
     features: int
@@ -316,6 +350,7 @@ class ConvTranspose2d(nn.Module):
     stride: int = 2
     padding: int = 1
     output_padding: int = 1
+    padding_mode: str = "zero"  # zero (PyTorch's padding/output_padding) | tf_same
     use_bias: bool = True
     init_gain: float = 0.02
     dtype: Dtype | None = None
@@ -331,10 +366,14 @@ class ConvTranspose2d(nn.Module):
             jnp.float32,
         )
         dtype = self.dtype or x.dtype
-        y = conv_transpose2d(
-            x.astype(dtype), kernel.astype(dtype), self.stride, self.padding,
-            self.output_padding, self.precision,
-        )
+        if self.padding_mode == "tf_same":
+            y = tf_same_conv_transpose2d(x.astype(dtype), kernel.astype(dtype), self.stride,
+                                         self.precision)
+        else:
+            y = conv_transpose2d(
+                x.astype(dtype), kernel.astype(dtype), self.stride, self.padding,
+                self.output_padding, self.precision,
+            )
         if self.use_bias:
             bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
             y = y + bias.astype(dtype)
@@ -378,11 +417,16 @@ class BatchNorm(nn.Module):
     the biased variance, which would drift from a PyTorch checkpoint. Parameters `scale`
     (init N(1, 0.02), the reference's init) and `bias`; statistics `mean`, `var`,
     `num_batches_tracked` in the 'batch_stats' collection.
+
+    TF's slim.batch_norm (decay 0.95, epsilon 1e-3) is momentum=0.05, eps=1e-3,
+    running_var='biased' (its moving variance averages the biased batch variance) and
+    init_gain=0 (gamma starts at exactly 1).
     """
 
     momentum: float = 0.1
     eps: float = 1e-5
     init_gain: float = 0.02
+    running_var: str = "unbiased"  # unbiased (PyTorch) | biased (TF slim, Flax)
 
     @nn.compact
     def __call__(self, x: Array, train: bool = True) -> Array:
@@ -403,10 +447,10 @@ class BatchNorm(nn.Module):
             var = jnp.mean(jnp.square(xf - mean), axis=(0, 1, 2))
             if not self.is_initializing():
                 count = xf.shape[0] * xf.shape[1] * xf.shape[2]
-                unbiased = var * (count / max(count - 1, 1))
+                tracked_var = var * (count / max(count - 1, 1)) if self.running_var == "unbiased" else var
                 m = self.momentum
                 ra_mean.value = ((1 - m) * ra_mean.value + m * mean).astype(ra_mean.value.dtype)
-                ra_var.value = ((1 - m) * ra_var.value + m * unbiased).astype(ra_var.value.dtype)
+                ra_var.value = ((1 - m) * ra_var.value + m * tracked_var).astype(ra_var.value.dtype)
                 tracked.value = tracked.value + 1
         else:
             mean, var = ra_mean.value, ra_var.value

@@ -110,3 +110,24 @@ def gradient_penalty(
     norms = jnp.sqrt(jnp.sum(jnp.square(flat), axis=1))
     return jnp.mean(jnp.square(norms - constant)) * weight
 
+
+
+def cross_entropy(logits: Array, label: int | Array) -> Array:
+    """`F.cross_entropy(logits, labels)`: mean softmax cross-entropy; `label` an int for all rows."""
+    logits = _f32(logits)
+    labels = jnp.broadcast_to(jnp.asarray(label, jnp.int32), logits.shape[:1])
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    return -jnp.mean(jnp.take_along_axis(log_probs, labels[:, None], axis=-1))
+
+
+def tv_loss(z: Array, eps: float = 1e-8) -> Array:
+    """DTN's anisotropic total variation with B = 1: mean of sqrt(dx^2 + dy^2 + eps).
+
+    dx, dy are forward differences at the (H-1) x (W-1) pixels that have a right and a
+    lower neighbour (no padding at the border); `eps` keeps the gradient finite where
+    an image is locally flat (sqrt'(0) is infinite). Means, not the paper's sums.
+    """
+    z = _f32(z)
+    dx = z[:, :-1, 1:] - z[:, :-1, :-1]
+    dy = z[:, 1:, :-1] - z[:, :-1, :-1]
+    return jnp.mean(jnp.sqrt(dx * dx + dy * dy + eps))

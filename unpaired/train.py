@@ -244,4 +244,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
         ckpt.close()
     if loader.skipped:
         log.warning("%d unreadable images were skipped: %s", loader.skipped, loader.bad_items)
+    finish = getattr(method, "after_training", None)  # e.g. DTN stage 1's test accuracy
+    if finish is not None:
+        finish(state, workdir)
     return state

@@ -228,9 +228,10 @@ def load_generator(
         request = request or TranslationRequest(direction=direction)
     except ValueError as e:
         raise TranslateError(str(e)) from None
-    if not os.path.exists(path):
+    weight_file = os.path.isfile(path) or os.path.isfile(path + ".index")  # or a TF prefix
+    if not os.path.exists(path) and not weight_file:
         raise TranslateError(f"checkpoint {path!r} does not exist")
-    if os.path.isfile(path):
+    if weight_file:
         if config is None:
             raise TranslateError(f"{path!r} is a weight file without an architecture: pass the "
                                  "config of the model it holds")

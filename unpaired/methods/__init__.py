@@ -45,6 +45,8 @@ import ml_collections
 _REGISTRY = {
     "cyclegan": ("unpaired.methods.cyclegan", "CycleGAN"),
     "unit": ("unpaired.methods.unit", "UNIT"),
+    "dtn_pretrain": ("unpaired.methods.dtn", "DTNPretrain"),
+    "dtn": ("unpaired.methods.dtn", "DTN"),
 }
 
 

@@ -1,0 +1,91 @@
+"""DTN configs: `get_config(preset)`, e.g. `--config=configs/dtn.py:digits_pretrain` then `:digits`.
+
+Stage 1 presets (`*_pretrain`, method dtn_pretrain) train f as a classifier on the labelled
+source domain; stage 2 presets (method dtn) train g and D with f taken from stage 1:
+`--config.init_from=<stage-1 workdir>` (init_networks=f). Networks, widths and optimiser
+are the TF reference's (yunjey/domain-transfer-network); loss weights the paper's.
+Presets:
+  digits / digits_pretrain          built-in offline digits: source printed (B, labelled),
+                                    target handwritten (A), 32x32, narrow nets, CPU minutes.
+  mnist2usps / mnist2usps_pretrain  ../shared/data IDX files, the reference's widths.
+  usps2mnist / usps2mnist_pretrain  the reverse direction.
+"""
+
+import ml_collections
+
+PRESETS = ("digits", "mnist2usps", "usps2mnist")
+
+
+def _data(source: str) -> ml_collections.ConfigDict:
+    """The data block every method's loader reads (fields as in configs/cyclegan.py)."""
+    return ml_collections.ConfigDict(dict(
+        source=source, domains="A,B", dataroot="", idx_A="", idx_B="", idx_A_test="",
+        idx_B_test="", idx="", idx_test="", idx_labels="", idx_test_labels="", digits="",
+        tfds_name="", data_dir="", image_size=32, preprocess="none", load_size=32,
+        crop_size=32, no_flip=True, serial_batches=False, num_workers=2, bad_image="skip",
+    ))
+
+
+def get_config(preset: str = "digits") -> ml_collections.ConfigDict:
+    """The resolved config for `preset`; every field can be overridden as --config.x=y."""
+    stage1 = preset.endswith("_pretrain")
+    base = preset[: -len("_pretrain")] if stage1 else preset
+    if base not in PRESETS:
+        raise ValueError(f"unknown dtn preset {preset!r}; expected one of "
+                         f"{', '.join(p + s for p in PRESETS for s in ('', '_pretrain'))}")
+    c = ml_collections.ConfigDict()
+    c.method = "dtn_pretrain" if stage1 else "dtn"
+    c.seed = 0
+    # Domains: batch keys of the data seam; the source needs labels in stage 1.
+    c.source_domain = "B"
+    c.target_domain = "A"
+    c.input_nc = 1              # source channels (f repeats 1 channel to 3)
+    c.output_nc = 1             # target channels (g's output)
+    # Networks (reference widths: f 64-128-256 -> 128, g 512-256-128, D 128-256-512).
+    c.nf = 64
+    c.feature_dim = 128
+    c.num_classes = 10
+    c.ngf = 128
+    c.ndf = 128
+    # Losses (stage 2): L_G = L_GANG + alpha L_CONST + beta L_TID + gamma L_TV.
+    c.alpha = 15.0
+    c.beta = 15.0
+    c.gamma = 0.0
+    c.tv_eps = 1e-8             # sqrt(dx^2 + dy^2 + tv_eps): finite TV gradient on flat pixels
+    # Optimisation: Adam(0.0003) with TF defaults, constant rate, as the reference.
+    c.lr = 3e-4
+    c.beta1 = 0.9
+    c.beta2 = 0.999
+    c.adam_eps = 1e-8
+    c.batch_size = 100
+    c.n_epochs = 10             # epochs at lr (the loop's plan; max_steps overrides)
+    c.n_epochs_decay = 0        # DTN has no decay; the loop's generic key
+    c.epoch_count = 1
+    # Execution.
+    c.dtype = "float32"
+    c.max_steps = -1
+    c.log_every = 100
+    c.sample_every = 500
+    c.checkpoint_every = 1000
+    c.keep_checkpoints = 3
+    c.init_from = ""            # stage 2: the stage-1 workdir or a TF svhn_model-<step> (required)
+    c.init_networks = "" if stage1 else "f"
+    c.verify_checkpoints = True
+    # Stage 2's translation accuracy at the end: a dtn_pretrain workdir trained on the
+    # TARGET domain (e.g. preset digits_pretrain with --config.source_domain=A); "" skips it.
+    c.eval_classifier = ""
+    if base == "digits":
+        c.data = _data("digits")
+        c.nf, c.feature_dim, c.ngf, c.ndf = 16, 32, 16, 16
+        c.batch_size = 32
+        c.n_epochs = 5 if stage1 else 20
+        c.log_every = 25
+        c.sample_every = 100
+        c.checkpoint_every = 100
+    else:
+        c.data = _data("idx")
+        mnist = "../shared/data/mnist/train-images-idx3-ubyte.gz"
+        usps = "../shared/data/usps/train-images-idx3-ubyte.gz"
+        c.source_domain, c.target_domain = "A", "B"
+        c.data.idx_A, c.data.idx_B = (mnist, usps) if base == "mnist2usps" else (usps, mnist)
+    return c

@@ -1,0 +1,92 @@
+"""DTN through the generic loop: stage 1 (f classifier, test accuracy saved), stage 2 from it.
+
+Tiny widths and a few steps on the built-in digits; checks checkpoints, samples, the
+accuracy file, that stage 2 requires f from init_from and takes it, resumes bit for
+bit, and translates a workdir with g(f(x)) in eval mode.
+"""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from configs import dtn as dtn_config
+from unpaired import checkpoint, config_validation, init_from, methods, train
+from unpaired import translate as translate_lib
+from unpaired.methods.translation import TranslationRequest
+
+
+def tiny(preset, **overrides):
+    config = dtn_config.get_config(preset)
+    config.nf, config.feature_dim, config.ngf, config.ndf = 4, 8, 4, 4
+    config.batch_size = 4
+    config.data.num_workers = 1
+    config.log_every = 1
+    config.sample_every = 2
+    config.checkpoint_every = 2
+    for key, value in overrides.items():
+        config[key] = value
+    return config
+
+
+@pytest.fixture(scope="module")
+def stage1(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("stage1"))
+    state = train.train_and_evaluate(tiny("digits_pretrain", max_steps=2), workdir)
+    return workdir, jax.device_get(state)
+
+
+@pytest.fixture(scope="module")
+def stage2(stage1, tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("stage2"))
+    config = tiny("digits", max_steps=4, init_from=stage1[0])
+    config.eval_classifier = stage1[0]  # any dtn_pretrain run; a real one is trained on A
+    state = train.train_and_evaluate(config, workdir)
+    return workdir, jax.device_get(state)
+
+
+def test_stage1_saves_checkpoints_and_its_test_accuracy(stage1):
+    workdir, state = stage1
+    assert checkpoint.Checkpointer.for_workdir(workdir).all_steps() == [2]
+    result = json.load(open(os.path.join(workdir, "accuracy.json")))
+    assert result["step"] == 2 and result["domain"] == "B" and result["split"] == "test"
+    assert 0.0 <= result["accuracy"] <= 1.0 and result["images"] >= 100
+    rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+    assert {"f", "accuracy"} <= set(rows[0])
+
+
+def test_stage2_requires_f_and_takes_it_from_stage1(stage1, stage2):
+    with pytest.raises(config_validation.ConfigError, match="config.init_from"):
+        init_from.validate_init(tiny("digits"), methods.get_method_class("dtn"))
+    workdir, state = stage2
+    _, s1 = stage1
+    # f is frozen: stage 2 ends with stage 1's f parameters exactly.
+    jax.tree.map(np.testing.assert_array_equal, state.params["f"], s1.params["f"])
+    assert checkpoint.Checkpointer.for_workdir(workdir).all_steps() == [2, 4]
+    assert sorted(os.listdir(os.path.join(workdir, "samples"))) == ["step_00000002.png", "step_00000004.png"]
+    result = json.load(open(os.path.join(workdir, "translation_accuracy.json")))
+    assert result["step"] == 4 and result["source"] == "B" and result["target"] == "A"
+    assert 0.0 <= result["accuracy"] <= 1.0 and result["images"] >= 100
+    rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+    assert {"G_src", "G_trg", "const", "tid", "tv", "D_fake_src", "D_fake_trg", "D_real"} <= set(rows[0])
+
+
+def test_stage2_resumes_bit_for_bit(stage1, stage2, tmp_path):
+    _, expected = stage2
+    workdir = str(tmp_path)
+    train.train_and_evaluate(tiny("digits", max_steps=2, init_from=stage1[0]), workdir)
+    resumed = train.train_and_evaluate(tiny("digits", max_steps=4, init_from=stage1[0]), workdir)
+    assert checkpoint.state_matches(jax.device_get(resumed), expected)
+
+
+def test_workdir_translates_source_images_with_g_of_f_in_eval_mode(stage2):
+    workdir, state = stage2
+    generator = translate_lib.load_generator(workdir, request=TranslationRequest(target="A"))
+    x = np.random.RandomState(0).uniform(-1, 1, (3, 32, 32, 1)).astype(np.float32)
+    method = methods.build(tiny("digits"))
+    expected = method.translate(state.params, x, "AtoB", state.model_state)
+    np.testing.assert_allclose(np.asarray(generator.apply(x)), np.asarray(expected), atol=1e-6)
+    with pytest.raises(translate_lib.TranslateError, match="direction=BtoA"):
+        translate_lib.load_generator(workdir, direction="BtoA")

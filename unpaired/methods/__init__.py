@@ -10,6 +10,9 @@ before it is built:
 * `validate_config(config)`: raises `config_validation.ConfigError` naming the first of
   its own keys whose value cannot work (generic keys are checked by `config_validation`).
 
+Optional: `after_training(state, workdir)`, called by the loop when a run reaches its last
+step (e.g. DTN stage 1 prints and saves its test accuracy).
+
 Staged training (`unpaired.init_from`, config keys `init_from`, `init_networks`):
 
 * `required_init(config) -> tuple[str, ...]` (classmethod): networks that must be taken

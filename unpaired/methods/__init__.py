@@ -38,6 +38,7 @@ import ml_collections
 
 _REGISTRY = {
     "cyclegan": ("unpaired.methods.cyclegan", "CycleGAN"),
+    "ufdn": ("unpaired.methods.ufdn", "UFDN"),
 }
 
 

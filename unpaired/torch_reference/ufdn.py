@@ -248,4 +248,5 @@ class UFDNFaceReference:
         self.opt_vae.step()
         for ramp in self.ramps.values():
             ramp.update()
-        return {"Dv": l_dv.detach(), "Dx": l_dx.detach(), **dx_terms, **terms}
+        out = {"Dv": l_dv, "Dx": l_dx, **dx_terms, **terms}
+        return {k: v.detach() for k, v in out.items()}

@@ -26,7 +26,7 @@ from tests.helpers import grad_errors, nchw, rel_err, x64
 torch.backends.cudnn.allow_tf32 = False
 torch.backends.cuda.matmul.allow_tf32 = False
 
-BATCH, SIZE, DOMAINS = 2, 32, ("A", "B", "C")
+BATCH, SIZE, DOMAINS = 2, 16, ("A", "B", "C")
 LAMBDAS = dict(pix_recon=(10.0, 1.0, 2), kl=(1e-3, 2e-3, 2), feat_domain=(0.5, 1.0, 3),
                gp=(100.0, 100.0, 1), pix_adv=(0.1, 0.35, 2), pix_clf=(0.2, 0.1, 3))
 NETS = {"vae": "vae", "D_feat": "d_feat", "D_pix": "d_pix"}
@@ -35,9 +35,18 @@ NETS = {"vae": "vae", "D_feat": "d_feat", "D_pix": "d_pix"}
 def tiny_config():
     config = ufdn_config.get_config("digits")
     config.batch_size = BATCH
+    # Smaller than the digits preset (16x16, 4 + 4 layers) to keep compile times short.
+    config.data.image_size = config.data.load_size = config.data.crop_size = SIZE
+    conv = lambda out, norm="bn", act="LeakyReLU": ["conv", out, 4, 2, 1, norm, act]
+    config.encoder = [conv(4), conv(8), conv(8), conv(6, "", "")]
+    config.decoder = [conv(8) + [True], conv(8) + [False], conv(4) + [False],
+                      conv(3, "", "Tanh") + [False]]
+    config.D_feat = [["fc", 8, "", "LeakyReLU", 0], ["fc", 3, "", "", 0]]
+    # A BatchNorm in D_x too, for the statistics of the GP pass.
+    config.D_pix = [conv(4, ""), conv(8, "bn"), ["fc", 8, "", "LeakyReLU", 0],
+                    ["fc", [1, 3], "", "", 0]]
     for name, value in LAMBDAS.items():
         config.lambdas[name] = value
-    config.D_pix[1][5] = "bn"  # a BatchNorm in D_x too, for the GP pass's statistics
     return config
 
 
@@ -125,19 +134,24 @@ def test_gradients_match_in_float64():
         jnoise = {k: jnp.asarray(v_.numpy()) for k, v_ in noise.items()}
         mixed = method.mixed_batch(batch, jnp.asarray(0))
         lam = method.lambdas(jnp.asarray(0))
-        p, ms = state.params, state.model_state
         vae = method.modules["vae"]
-        vars_ = {"params": p["vae"], "batch_stats": ms["vae"]}
-        z1 = vae.apply(vars_, mixed["x"], None, jnoise["eps_dv"], train=True, mode="encode",
-                       mutable=["batch_stats"])[0]
-        g_dv = jax.grad(lambda q: method.d_feat_loss(q, ms, z1, mixed["v"])[0])(p["D_feat"])
-        x_fake = vae.apply(vars_, mixed["x"], mixed["t"], jnoise["eps_dx"], train=True,
-                           mutable=["batch_stats"])[0][0]
-        g_dx = jax.grad(lambda q: method.d_pix_loss(q, ms, mixed["x"], x_fake, mixed["v"],
-                                                    jnoise["alpha"], lam["gp"])[0])(p["D_pix"])
-        others = {"D_feat": p["D_feat"], "D_pix": p["D_pix"]}
-        g_vae = jax.grad(lambda q: method.vae_loss(q, others, ms, mixed, jnoise, lam)[0])(
-            {"vae": p["vae"]})["vae"]
+
+        @jax.jit
+        def gradients(p, ms, mixed, jnoise, lam):
+            vars_ = {"params": p["vae"], "batch_stats": ms["vae"]}
+            z1 = vae.apply(vars_, mixed["x"], None, jnoise["eps_dv"], train=True, mode="encode",
+                           mutable=["batch_stats"])[0]
+            g_dv = jax.grad(lambda q: method.d_feat_loss(q, ms, z1, mixed["v"])[0])(p["D_feat"])
+            x_fake = vae.apply(vars_, mixed["x"], mixed["t"], jnoise["eps_dx"], train=True,
+                               mutable=["batch_stats"])[0][0]
+            g_dx = jax.grad(lambda q: method.d_pix_loss(
+                q, ms, mixed["x"], x_fake, mixed["v"], jnoise["alpha"], lam["gp"])[0])(p["D_pix"])
+            others = {"D_feat": p["D_feat"], "D_pix": p["D_pix"]}
+            g_vae = jax.grad(lambda q: method.vae_loss(q, others, ms, mixed, jnoise, lam)[0])(
+                {"vae": p["vae"]})["vae"]
+            return g_dv, g_dx, g_vae
+
+        g_dv, g_dx, g_vae = gradients(state.params, state.model_state, mixed, jnoise, lam)
     for net in tnets.values():
         net.zero_grad()
     reference.d_feat_loss(x, v, noise["eps_dv"]).backward()
@@ -175,9 +189,27 @@ def test_parameters_and_statistics_after_three_steps_match_in_float64():
             theirs = net.state_dict()
             assert set(ours) == set(theirs)
             scale = max(float(v.abs().max()) for v in theirs.values() if v.dtype.is_floating_point)
+            cancelled = biases_before_batch_norm(net)
             for k, v in theirs.items():
                 if v.dtype.is_floating_point:
                     err = float(np.max(np.abs(np.asarray(ours[k]) - v.numpy())))
-                    assert err < 1e-9 * scale, (name, k, err)
+                    # A conv bias feeding a BatchNorm has a zero gradient up to rounding,
+                    # which Adam scales to steps of up to lr on either side.
+                    bound = 3 * method_lr(method) if k in cancelled else 1e-9 * scale
+                    assert err < bound, (name, k, err)
                 else:
                     assert int(ours[k]) == int(v), (name, k)
+
+
+def method_lr(method) -> float:
+    return float(tiny_config().lr)
+
+
+def biases_before_batch_norm(net: torch.nn.Module) -> set:
+    """state_dict keys of conv biases directly followed by a BatchNorm (cancelled by it)."""
+    keys = set()
+    for prefix, module in net.named_modules():
+        if isinstance(module, torch.nn.Sequential) and len(module) > 1 and \
+                isinstance(module[1], torch.nn.BatchNorm2d):
+            keys.add(f"{prefix}.0.bias")
+    return keys

@@ -34,6 +34,7 @@ Array = jax.Array
 PROCEDURES = ("translation", "uda")
 LAMBDAS = {"translation": ("pix_recon", "kl", "feat_domain", "gp", "pix_adv", "pix_clf"),
            "uda": ("pix_recon", "kl", "feat_domain")}
+INTERPOLATION_STEPS = 5
 NOISE = {"translation": ("eps_dv", "eps_dx", "alpha", "eps_rec", "eps_feat", "eps_pix",
                          "eps_unused"),
          "uda": ("eps_dv", "eps_rec", "eps_feat", "eps_digit")}
@@ -123,7 +124,6 @@ class UFDN:
     """UFDN: `vae` (E + G), `D_feat` (D_v), and `D_pix` (D_x) or `D_digit` (procedure uda)."""
 
     name = "ufdn"
-    visual_names = ("real", "recon", "translated")
 
     @classmethod
     def domains_of(cls, config: ml_collections.ConfigDict) -> tuple[str, ...]:
@@ -209,6 +209,12 @@ class UFDN:
         else:
             self.modules["D_digit"] = nets.Discriminator(nets.freeze(list(config.D_digit)))
         self.networks = tuple(self.modules)
+        # Sample grid rows: per domain its inputs and their translations to every domain,
+        # then the first domain's inputs decoded along codes from e_0 to e_{N-1}.
+        self.visual_names = tuple(
+            name for d in self.domains
+            for name in [f"real_{d}"] + [f"{d}_to_{e}" for e in self.domains]
+        ) + tuple(f"interp_{i}" for i in range(INTERPOLATION_STEPS))
         if self.procedure == "translation":
             self.groups = {"vae": ("vae",), "D_feat": ("D_feat",), "D_pix": ("D_pix",)}
         else:  # one Adam over the UFDN and the digit classifier, as train_uda.py builds it
@@ -423,9 +429,13 @@ class UFDN:
         if request.direction is not None:
             raise ValueError("--direction does not apply to ufdn; use --target=<domain name or "
                              f"index> ({', '.join(self.domains)}) or --code=<{self.n_domains} numbers>")
-        if request.code is not None:
-            if request.target is not None:
+        if request.code is not None and request.target is not None:
+            # A resolved request (target and its one-hot code) resolves to itself.
+            resolved = self.resolve_request(TranslationRequest(target=request.target))
+            if tuple(float(c) for c in request.code) != resolved.code:
                 raise ValueError("give either --target or --code, not both")
+            return resolved
+        if request.code is not None:
             if len(request.code) != self.n_domains:
                 raise ValueError(f"--code={','.join(map(str, request.code))} has "
                                  f"{len(request.code)} values; this model has {self.n_domains} "
@@ -489,7 +499,7 @@ class UFDN:
             for j, name in enumerate(self.domains):
                 out[f"{d}_to_{name}"] = self.translate(params, batch[d], codes[j], model_state)
         first = self.domains[0]
-        for i, a in enumerate(np.linspace(0.0, 1.0, 5)):
+        for i, a in enumerate(np.linspace(0.0, 1.0, INTERPOLATION_STEPS)):
             code = (1 - a) * codes[0] + a * codes[-1]
             out[f"interp_{i}"] = self.translate(params, batch[first], code, model_state)
         return out

@@ -263,6 +263,46 @@ class UFDN:
         return jax.eval_shape(lambda: self.modules[name].init(
             jax.random.key(0), *self._example(name), train=False))
 
+    # ----------------------------------------------------------------- official weights
+    OFFICIAL_CLASSES = ("src.ufdn.UFDN", "src.ufdn.Discriminator")
+
+    def import_weights(self, path: str, names: tuple[str, ...]) -> dict[str, Any]:
+        """{name: variables} from an official whole pickled module (`vae`, `dnet`, `{step}.vae`).
+
+        Read as data by `unpaired.weights` with stand-ins for the reference's classes (no
+        pickled code runs); a `src.ufdn.UFDN` file initialises `vae`, a
+        `src.ufdn.Discriminator` file the one discriminator named. BatchNorm
+        `num_batches_tracked`, absent from files of PyTorch 0.4.0, is taken as 0.
+        """
+        from unpaired import torch_io  # pylint: disable=import-outside-toplevel
+        from unpaired.weights import (  # pylint: disable=import-outside-toplevel
+            ModuleStandIn, StandIns, module_state_dict, read_torch_file)
+
+        obj = read_torch_file(path, stand_ins=StandIns(self.OFFICIAL_CLASSES))
+        if not isinstance(obj, ModuleStandIn) or obj.torch_class not in self.OFFICIAL_CLASSES:
+            raise ValueError(f"{path} holds {getattr(obj, 'torch_class', type(obj).__name__)}, "
+                             f"not a pickled {' or '.join(self.OFFICIAL_CLASSES)}")
+        is_vae = obj.torch_class == "src.ufdn.UFDN"
+        if len(names) != 1 or (names[0] == "vae") != is_vae or names[0] not in self.networks:
+            kind = "vae" if is_vae else f"one of {', '.join(n for n in self.networks if n != 'vae')}"
+            raise ValueError(f"{path} holds a {obj.torch_class}: config.init_networks must name "
+                             f"{kind} (got {','.join(names) or 'nothing'})")
+        state_dict = dict(module_state_dict(obj))
+        for key in list(state_dict):
+            if key.endswith(".running_var"):
+                tracked = key[: -len("running_var")] + "num_batches_tracked"
+                state_dict.setdefault(tracked, np.zeros((), np.int64))
+        template = self.network_template(names[0])
+        return {names[0]: torch_io.from_state_dict(state_dict, template, source=path)}
+
+    def load_official(self, path: str, request: TranslationRequest
+                      ) -> tuple[dict[str, Any], dict[str, Any], TranslationRequest]:
+        """(params, model_state, request) from an official pickled `vae`: any target or code."""
+        resolved = self.resolve_request(request)
+        variables = self.import_weights(path, ("vae",))["vae"]
+        return ({"vae": variables["params"]}, {"vae": variables.get("batch_stats", {})},
+                resolved)
+
     # ----------------------------------------------------------------- batch
     def lambdas(self, step: Array) -> dict[str, Array]:
         """The loss weights the reference uses at iteration `step` (0-based)."""

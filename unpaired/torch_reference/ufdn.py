@@ -250,3 +250,45 @@ class UFDNFaceReference:
             ramp.update()
         out = {"Dv": l_dv, "Dx": l_dx, **dx_terms, **terms}
         return {k: v.detach() for k, v in out.items()}
+
+
+class UFDNUdaReference:
+    """`train_uda.py`'s iteration: D_v, then E/G/D_digit under one Adam; noise injected."""
+
+    def __init__(self, vae: UFDN, d_feat: Discriminator, d_digit: Discriminator,
+                 lambdas: Mapping[str, Sequence[float]], lr: float = 1e-4,
+                 betas: tuple[float, float] = (0.5, 0.999)):
+        self.vae, self.d_feat, self.d_digit = vae, d_feat, d_digit
+        self.opt_vae = torch.optim.Adam(list(vae.parameters()) + list(d_digit.parameters()),
+                                        lr=lr, betas=betas)
+        self.opt_df = torch.optim.Adam(d_feat.parameters(), lr=lr, betas=betas)
+        self.ramps = {k: LambdaRamp(*v) for k, v in lambdas.items()}
+        self.bce = nn.BCEWithLogitsLoss()
+        self.ce = nn.CrossEntropyLoss(ignore_index=-1)
+        for m in (vae, d_feat, d_digit):
+            m.train()
+
+    def step(self, x, code, labels, noise: Mapping[str, torch.Tensor]) -> dict:
+        """One iteration; `labels` holds -1 for target samples. Returns the loss terms."""
+        lam = {k: r.cur for k, r in self.ramps.items()}
+        self.opt_df.zero_grad()
+        z = self.vae(x, return_enc=True, eps=noise["eps_dv"]).detach()
+        l_dv = self.bce(self.d_feat(z), code)
+        l_dv.backward()
+        self.opt_df.step()
+        self.opt_vae.zero_grad()
+        x_rec, mu, logvar = self.vae(x, insert_attrs=code, eps=noise["eps_rec"])
+        mse, kl = vae_loss(x_rec, x, mu, logvar)
+        rec = lam["pix_recon"] * mse + lam["kl"] * kl
+        rec.backward()
+        z2 = self.vae(x, return_enc=True, eps=noise["eps_feat"])
+        feat = lam["feat_domain"] * self.bce(self.d_feat(z2), 1 - code)
+        feat.backward()
+        z3 = self.vae(x, return_enc=True, eps=noise["eps_digit"])
+        digit = self.ce(self.d_digit(z3), labels)
+        digit.backward()
+        self.opt_vae.step()
+        for ramp in self.ramps.values():
+            ramp.update()
+        out = {"Dv": l_dv, "mse": mse, "kl": kl, "rec": rec, "feat": feat, "digit": digit}
+        return {k: v.detach() for k, v in out.items()}

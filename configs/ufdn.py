@@ -110,11 +110,12 @@ def get_config(preset: str = "digits") -> ml_collections.ConfigDict:
         c.checkpoint_every = 100
         c.data = _data("digits")
         c.data.digits = "A=handwritten,B=printed,C=thick"
-    elif preset == "face":
+    elif preset in ("face", "folder"):
+        # Folder images resized to 64x64 (a 64 crop of a 64 resize), never flipped.
         c.data.image_size = c.data.load_size = c.data.crop_size = 64
-        c.data.domains = "photo,sketch,paint"
-    elif preset == "folder":
-        c.data.image_size = c.data.load_size = c.data.crop_size = 64
+        c.data.preprocess = "resize_and_crop"
+        if preset == "face":
+            c.data.domains = "photo,sketch,paint"
     elif preset == "uda":
         c.procedure = "uda"
         c.seed = 123456

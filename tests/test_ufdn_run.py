@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from configs import ufdn as ufdn_config
-from unpaired import checkpoint, methods, train
+from unpaired import checkpoint, config_validation, methods, train
 from unpaired import translate as tr
 from unpaired.methods.translation import TranslationRequest
 
@@ -101,3 +101,21 @@ def test_requests_are_resolved_or_refused_naming_the_flag():
                             (TranslationRequest(code=(1.0, 0.0)), "--code")):
         with pytest.raises(ValueError, match=needle):
             method.resolve_request(request)
+
+
+def test_presets_validate_and_bad_values_name_their_key():
+    for preset in ("digits", "face", "uda", "folder"):
+        config_validation.validate(ufdn_config.get_config(preset))
+    for key, value, needle in (("procedure", "gan", "config.procedure"),
+                               ("lambdas.kl", (1e-6, 1e-6, 0), "config.lambdas.kl"),
+                               ("data.domains", "A", "config.data.domains"),
+                               ("data.image_size", 64, "config.data.image_size"),
+                               ("beta1", 1.5, "config.beta1")):
+        config = ufdn_config.get_config("digits")
+        target = config
+        *parents, leaf = key.split(".")
+        for p in parents:
+            target = target[p]
+        target[leaf] = value
+        with pytest.raises(config_validation.ConfigError, match=needle.replace(".", r"\.")):
+            config_validation.validate(config)

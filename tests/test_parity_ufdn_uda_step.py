@@ -108,3 +108,17 @@ def test_uda_parameters_after_three_steps_match_in_float64():
                 assert err < (3 * lr if k in cancelled else 1e-9 * scale), (name, k, err)
             else:
                 assert int(ours[k]) == int(v), (name, k)
+
+
+def test_mixed_batch_labels_and_inversion_augmentation():
+    """Source labels kept, target labels -1; with data_augment, odd steps invert x (1 - x on [0, 1])."""
+    config = tiny_config()
+    config.data_augment = True
+    method = methods.build(config)
+    batch = batch_of(5, np.float32)
+    even = method.mixed_batch(batch, jnp.asarray(0))
+    odd = method.mixed_batch(batch, jnp.asarray(1))
+    assert np.array_equal(even["labels"][:BATCH], batch["mnist_label"])
+    assert (np.asarray(even["labels"][BATCH:]) == -1).all()
+    assert np.array_equal(np.asarray(odd["x"]), -np.asarray(even["x"]))
+    assert np.array_equal(np.asarray(even["v"]), np.repeat(np.eye(2), BATCH, axis=0))

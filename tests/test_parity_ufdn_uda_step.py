@@ -9,6 +9,7 @@ an lr-sized bound, see test_parity_ufdn_step.py).
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 import torch
 
 from configs import ufdn as ufdn_config
@@ -122,3 +123,18 @@ def test_mixed_batch_labels_and_inversion_augmentation():
     assert (np.asarray(even["labels"][BATCH:]) == -1).all()
     assert np.array_equal(np.asarray(odd["x"]), -np.asarray(even["x"]))
     assert np.array_equal(np.asarray(even["v"]), np.repeat(np.eye(2), BATCH, axis=0))
+
+
+def test_digit_accuracy_is_the_eval_mode_classifier_on_mu():
+    method, variables, _, tnets = build(torch.float32)
+    state = method.state_from_variables(variables, jax.random.key(0))
+    batch = batch_of(6, np.float32)
+    for net in tnets.values():
+        net.eval()
+    with torch.no_grad():
+        mu = tnets["vae"](nchw(batch["mnist"]), return_enc=True)
+        predicted = tnets["D_digit"](mu).argmax(1).numpy()
+    labels = predicted.copy()
+    labels[0] = (labels[0] + 1) % 10  # one wrong of BATCH
+    acc = method.digit_accuracy(state.params, state.model_state, batch["mnist"], labels)
+    assert float(acc) == pytest.approx((BATCH - 1) / BATCH)

@@ -528,6 +528,20 @@ class UFDN:
                                         mutable=["batch_stats"] if train and stats else False)
         return (out[0] if train and stats else out)[0]
 
+    def digit_accuracy(self, params: Mapping[str, Any], model_state: Mapping[str, Any],
+                       images: Array, labels: Array) -> Array:
+        """Fraction of `images` whose argmax D_digit(mu) equals `labels` (eval mode, uda).
+
+        As train_uda.py evaluates: running BatchNorm statistics, z = mu, no inversion.
+        """
+        stats = model_state.get("vae")
+        variables = {"params": params["vae"], **({"batch_stats": stats} if stats else {})}
+        mu = self.modules["vae"].apply(variables, images, train=False, mode="encode")
+        d_stats = model_state.get("D_digit")
+        d_vars = {"params": params["D_digit"], **({"batch_stats": d_stats} if d_stats else {})}
+        logits = self.modules["D_digit"].apply(d_vars, mu, train=False)
+        return jnp.mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32))
+
     def visuals(self, params: Mapping[str, Any], batch: Mapping[str, Array],
                 model_state: Mapping[str, Any] | None = None) -> dict[str, Array]:
         """Per domain: the inputs, then each image translated to every domain, then an

@@ -168,3 +168,31 @@ def test_unknown_names_are_rejected():
         layers.pad2d(jnp.zeros((1, 4, 4, 1)), 1, "circular")
     with pytest.raises(ValueError, match="norm"):
         layers.make_norm("group", "n")
+
+
+def test_linear_matches_torch_linear_with_the_torch_weight_layout():
+    """`layers.Linear` keeps nn.Linear's (out, in) `weight`, so state_dicts map unchanged."""
+    _torch = torch
+    _torch.manual_seed(0)
+    tlin = _torch.nn.Linear(7, 5)
+    module = layers.Linear(5, name=None)
+    template = module.init(jax.random.key(0), jnp.zeros((1, 7)))
+    assert template["params"]["weight"].shape == (5, 7)
+    bound = 1 / 7 ** 0.5  # PyTorch's default init range
+    assert float(jnp.max(jnp.abs(template["params"]["weight"]))) <= bound
+    variables = {"params": {k: v.detach().numpy() for k, v in tlin.state_dict().items()}}
+    x = np.random.RandomState(0).randn(3, 7).astype(np.float32)
+    with _torch.no_grad():
+        expected = tlin(_torch.from_numpy(x)).numpy()
+    out = module.apply(variables, x)
+    assert np.max(np.abs(np.asarray(out) - expected)) < 1e-6 * np.max(np.abs(expected))
+
+
+def test_batch_norm_scale_mean_option_draws_gamma_around_it():
+    """scale_mean=0 is UFDN's `weights_init` (gamma ~ N(0, 0.02)); the default stays N(1, 0.02)."""
+    x = jnp.zeros((2, 4, 4, 256))
+    ufdn = layers.BatchNorm(scale_mean=0.0).init(jax.random.key(0), x, False)["params"]["scale"]
+    default = layers.BatchNorm().init(jax.random.key(0), x, False)["params"]["scale"]
+    assert abs(float(jnp.mean(ufdn))) < 0.01 and abs(float(jnp.mean(default)) - 1) < 0.01
+    assert np.allclose(np.asarray(default) - 1.0, np.asarray(ufdn), atol=1e-6)
+    assert 0.015 < float(jnp.std(ufdn)) < 0.025

@@ -427,11 +427,12 @@ class BatchNorm(nn.Module):
     eps: float = 1e-5
     init_gain: float = 0.02
     running_var: str = "unbiased"  # unbiased (PyTorch) | biased (TF slim, Flax)
+    scale_mean: float = 1.0  # UFDN's `weights_init` draws gamma from N(0, 0.02): scale_mean=0
 
     @nn.compact
     def __call__(self, x: Array, train: bool = True) -> Array:
         features = x.shape[-1]
-        scale_init = lambda key, shape, dtype: 1.0 + self.init_gain * jax.random.normal(
+        scale_init = lambda key, shape, dtype: self.scale_mean + self.init_gain * jax.random.normal(
             key, shape, dtype
         )
         scale = self.param("scale", scale_init, (features,), jnp.float32)
@@ -456,6 +457,30 @@ class BatchNorm(nn.Module):
             mean, var = ra_mean.value, ra_var.value
         y = (xf - mean) * lax.rsqrt(var + self.eps) * scale + bias
         return y.astype(x.dtype)
+
+
+class Linear(nn.Module):
+    """`nn.Linear` with PyTorch's (out, in) `weight` layout and default uniform init.
+
+    The weight keeps the torch layout (named `weight`, not a transposed `kernel`), so
+    `unpaired.torch_io` maps it to `<name>.weight` unchanged. Init: U(+-1/sqrt(fan_in)).
+    """
+
+    features: int
+    use_bias: bool = True
+    dtype: Dtype | None = None
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        fan_in = x.shape[-1]
+        bound = 1.0 / max(fan_in, 1) ** 0.5
+        uniform = lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -bound, bound)
+        weight = self.param("weight", uniform, (self.features, fan_in), jnp.float32)
+        dtype = self.dtype or x.dtype
+        y = jnp.dot(x.astype(dtype), weight.astype(dtype).T)
+        if self.use_bias:
+            y = y + self.param("bias", uniform, (self.features,), jnp.float32).astype(dtype)
+        return y
 
 
 class Identity(nn.Module):

@@ -50,6 +50,7 @@ _REGISTRY = {
     "unit": ("unpaired.methods.unit", "UNIT"),
     "dtn_pretrain": ("unpaired.methods.dtn", "DTNPretrain"),
     "dtn": ("unpaired.methods.dtn", "DTN"),
+    "ufdn": ("unpaired.methods.ufdn", "UFDN"),
 }
 
 

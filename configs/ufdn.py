@@ -1,0 +1,139 @@
+"""UFDN configs: `get_config(preset)`, e.g. `--config=configs/ufdn.py:digits`.
+
+Networks are the reference's YAML layer lists (`model.vae.encoder` etc., see
+`unpaired/nets/ufdn.py`); loss weights are `trainer.lambda` ramps (init, final, steps).
+Presets:
+  digits  built-in, offline: 3 domains (handwritten, printed, thick digits), 32x32 RGB
+          (grey repeated, as the reference feeds digits), tiny widths; fast on a CPU.
+  face    the official face_hd.yaml networks and schedule: 64x64 RGB, 3 domains, z 1024;
+          data from folders (--config.data.dataroot with train/<domain>/ folders).
+  uda     the official uda_example.yaml networks at 32x32, procedure uda; MNIST (source,
+          labelled) -> USPS (target) from ../shared/data IDX files, grey repeated to 3 ch.
+  folder  the face networks on any N domain folders (--config.data.domains=a,b,c).
+"""
+
+import ml_collections
+
+
+def _conv(out, norm="bn", act="LeakyReLU"):
+    return ["conv", out, 4, 2, 1, norm, act]
+
+
+def _deconv(out, norm="bn", act="LeakyReLU", insert=False):
+    return ["conv", out, 4, 2, 1, norm, act, insert]
+
+
+def _fc(out, act="LeakyReLU"):
+    return ["fc", out, "", act, 0]
+
+
+def _data(source: str) -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(dict(
+        source=source,          # digits | folder | idx | tfds
+        domains="A,B,C",        # domain names, in code order (domain k has code e_k)
+        dataroot="",            # folder: <dataroot>/<split>/<domain>/ or trainA/... layouts
+        idx="",                 # IDX image files "name=path,..." (source=idx)
+        idx_test="",
+        idx_labels="",          # IDX label files "name=path" (default: beside the images)
+        idx_test_labels="",
+        digits="",              # built-in renderings "name=rendering" (A=handwritten, B=printed, C=thick, D=inverted)
+        image_size=32,
+        preprocess="none",      # the reference resizes once and never crops or flips
+        load_size=32,
+        crop_size=32,
+        no_flip=True,
+        serial_batches=False,
+        num_workers=2,
+        bad_image="skip",
+    ))
+
+
+def _face_networks(c: ml_collections.ConfigDict) -> None:
+    """face_hd.yaml: 64x64x3, z 1024, code 3; D_v 4 fc; D_x 5 convs + fc + heads [1, 3]."""
+    c.encoder = [_conv(64), _conv(128), _conv(256), _conv(512), _conv(1024), _conv(1024, "", "")]
+    c.decoder = [_deconv(1024, insert=True), _deconv(512), _deconv(256), _deconv(128),
+                 _deconv(64), _deconv(3, "", "Tanh")]
+    c.D_feat = [_fc(512), _fc(256), _fc(128), _fc(64), _fc(3, "")]
+    c.D_pix = [_conv(16, ""), _conv(32, ""), _conv(64, ""), _conv(128, ""), _conv(256, ""),
+               _fc(512), _fc([1, 3], "")]
+    c.D_digit = [_fc(10, "")]
+    c.lambdas = ml_collections.ConfigDict(dict(
+        pix_recon=(100.0, 1.0, 1000), kl=(1e-6, 1e-6, 1), feat_domain=(0.0, 1.0, 10000),
+        gp=(100.0, 100.0, 1), pix_adv=(0.0, 1e-6, 10000), pix_clf=(0.0, 1e-6, 10000)))
+
+
+def get_config(preset: str = "digits") -> ml_collections.ConfigDict:
+    """The resolved config for `preset`; every field can be overridden as --config.x=y."""
+    c = ml_collections.ConfigDict()
+    c.method = "ufdn"
+    c.procedure = "translation"  # translation (train_face.py) | uda (train_uda.py)
+    c.seed = 1
+    c.img_depth = 3
+    _face_networks(c)
+    c.data_augment = False      # uda: invert 1-channel batches on odd steps
+    # Optimisation: three Adams (vae, D_feat, D_pix), reference lr and betas, no schedule.
+    c.lr = 1e-4
+    c.beta1 = 0.5
+    c.beta2 = 0.999
+    c.batch_size = 32           # per domain (the reference's batch of each loader)
+    # Generic run keys (the loop plans by epochs unless max_steps is set).
+    c.n_epochs = 1
+    c.n_epochs_decay = 0
+    c.epoch_count = 1
+    # Execution.
+    c.dtype = "float32"
+    c.max_steps = 250000        # the reference's total_step
+    c.log_every = 100
+    c.sample_every = 1000
+    c.checkpoint_every = 5000
+    c.keep_checkpoints = 3
+    c.init_from = ""
+    c.init_networks = ""
+    c.verify_checkpoints = True
+    c.data = _data("folder")
+
+    if preset == "digits":
+        c.encoder = [_conv(8), _conv(16), _conv(32), _conv(32), _conv(16, "", "")]
+        c.decoder = [_deconv(32, insert=True), _deconv(32), _deconv(16), _deconv(8),
+                     _deconv(3, "", "Tanh")]
+        c.D_feat = [_fc(16), _fc(3, "")]
+        c.D_pix = [_conv(8, ""), _conv(16, ""), _conv(32, ""), _fc(32), _fc([1, 3], "")]
+        c.lambdas.pix_recon = (10.0, 1.0, 100)
+        c.lambdas.feat_domain = (0.0, 1.0, 200)
+        c.lambdas.pix_adv = (0.0, 1e-3, 200)
+        c.lambdas.pix_clf = (0.0, 1e-3, 200)
+        c.lr = 2e-4
+        c.batch_size = 8
+        c.max_steps = 400
+        c.log_every = 25
+        c.sample_every = 100
+        c.checkpoint_every = 100
+        c.data = _data("digits")
+        c.data.digits = "A=handwritten,B=printed,C=thick"
+    elif preset in ("face", "folder"):
+        # Folder images resized to 64x64 (a 64 crop of a 64 resize), never flipped.
+        c.data.image_size = c.data.load_size = c.data.crop_size = 64
+        c.data.preprocess = "resize_and_crop"
+        if preset == "face":
+            c.data.domains = "photo,sketch,paint"
+    elif preset == "uda":
+        c.procedure = "uda"
+        c.seed = 123456
+        c.encoder = [_conv(128), _conv(256), _conv(512), _conv(1024), _conv(2048, "", "")]
+        c.decoder = [_deconv(1024, insert=True), _deconv(512), _deconv(256), _deconv(128),
+                     _deconv(3, "", "Tanh")]
+        c.D_feat = [_fc(1024), _fc(256), _fc(2, "")]
+        c.D_digit = [_fc(10, "")]
+        c.lambdas = ml_collections.ConfigDict(dict(
+            pix_recon=(1.0, 1.0, 1), kl=(1e-7, 1e-7, 1), feat_domain=(0.1, 0.1, 1)))
+        c.batch_size = 16
+        c.max_steps = 500000
+        c.log_every = 100
+        c.sample_every = 500
+        c.data = _data("idx")
+        c.data.domains = "mnist,usps"
+        c.data.idx = ("mnist=../shared/data/mnist/train-images-idx3-ubyte.gz,"
+                      "usps=../shared/data/usps/train-images-idx3-ubyte.gz")
+    else:
+        raise ValueError(f"unknown ufdn preset {preset!r}; expected digits, face, uda or folder")
+    return c

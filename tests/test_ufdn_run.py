@@ -1,0 +1,121 @@
+"""UFDN from the command line: a short `digits` run (3 domains), resume, translate by target/code.
+
+The training subprocesses share the session's compilation cache (tests/conftest.py), so
+the resumed run and the in-process straight run reuse the first run's compiled step.
+"""
+
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from configs import ufdn as ufdn_config
+from unpaired import checkpoint, config_validation, methods, train
+from unpaired import translate as tr
+from unpaired.methods.translation import TranslationRequest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLAGS = ["--config=configs/ufdn.py:digits", "--config.batch_size=2", "--config.log_every=1",
+         "--config.sample_every=2", "--config.checkpoint_every=2", "--config.data.num_workers=1"]
+
+
+def _run(module, *args):
+    result = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def _config(max_steps):
+    config = ufdn_config.get_config("digits")
+    config.batch_size, config.log_every = 2, 1
+    config.sample_every = config.checkpoint_every = 2
+    config.data.num_workers = 1
+    config.max_steps = max_steps
+    return config
+
+
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory):
+    """A run of 2 steps from launch.train, resumed to 3 steps by a second launch."""
+    workdir = str(tmp_path_factory.mktemp("ufdn_resumed"))
+    _run("launch.train", f"--workdir={workdir}", *FLAGS, "--config.max_steps=2")
+    _run("launch.train", f"--workdir={workdir}", *FLAGS, "--config.max_steps=3")
+    return workdir
+
+
+def test_run_writes_grids_checkpoints_and_resumes_bit_identically(resumed, tmp_path):
+    samples = sorted(os.listdir(os.path.join(resumed, "samples")))
+    assert samples, "no sample grid written"
+    grid = np.asarray(Image.open(os.path.join(resumed, "samples", samples[-1])))
+    # 3 domains x (input + 3 translations) + 5 interpolation columns, 2 rows of samples.
+    assert grid.shape[1] > grid.shape[0] * 5
+    _, state, _ = tr.load_workdir_state(resumed)
+    assert int(state.step) == 3
+    straight = train.train_and_evaluate(_config(3), str(tmp_path))
+    # The translate loader restores networks only (no optimizer state): compare those,
+    # the step key and the step; the parameters carry every Adam update.
+    ours, theirs = jax.device_get((state, straight))
+    for part in ("params", "model_state"):
+        assert checkpoint.state_matches(getattr(ours, part), getattr(theirs, part)), part
+    assert np.array_equal(jax.random.key_data(ours.key), jax.random.key_data(theirs.key))
+
+
+def test_translate_by_target_and_code(resumed, tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    rng = np.random.RandomState(0)
+    for i in range(2):
+        Image.fromarray(rng.randint(0, 255, (32, 32, 3), np.uint8)).save(inputs / f"{i}.png")
+    outs = {}
+    for name, flag in (("target", "--target=B"), ("index", "--target=1"),
+                       ("onehot", "--code=0,1,0"), ("mix", "--code=0.3,0.7,0")):
+        out = tmp_path / name
+        _run("launch.translate", f"--checkpoint={resumed}", f"--input={inputs}",
+             f"--output={out}", flag)
+        outs[name] = np.asarray(Image.open(out / "0.png"), np.float64)
+    assert np.array_equal(outs["target"], outs["index"])
+    assert np.array_equal(outs["target"], outs["onehot"])
+    assert outs["mix"].shape == outs["target"].shape
+    # After 3 steps the code's effect is below 8-bit resolution: compare in float.
+    method, state, _ = tr.load_workdir_state(resumed)
+    x = rng.uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+    one = method.translate(state.params, x, TranslationRequest(target="B"), state.model_state)
+    mix = method.translate(state.params, x, TranslationRequest(code=(0.3, 0.7, 0.0)),
+                           state.model_state)
+    assert np.abs(np.asarray(one) - np.asarray(mix)).max() > 0
+
+
+def test_requests_are_resolved_or_refused_naming_the_flag():
+    method = methods.build(_config(1))
+    assert method.resolve_request(TranslationRequest(target="C")).code == (0.0, 0.0, 1.0)
+    assert method.resolve_request(TranslationRequest(target=0)).code == (1.0, 0.0, 0.0)
+    assert method.resolve_request(TranslationRequest(code=(0.3, 0.7, 0))).code == (0.3, 0.7, 0.0)
+    for request, needle in ((TranslationRequest(direction="AtoB"), "--direction"),
+                            (TranslationRequest(target="Z"), "--target"),
+                            (TranslationRequest(target=3), "--target"),
+                            (TranslationRequest(code=(1.0, 0.0)), "--code")):
+        with pytest.raises(ValueError, match=needle):
+            method.resolve_request(request)
+
+
+def test_presets_validate_and_bad_values_name_their_key():
+    for preset in ("digits", "face", "uda", "folder"):
+        config_validation.validate(ufdn_config.get_config(preset))
+    for key, value, needle in (("procedure", "gan", "config.procedure"),
+                               ("lambdas.kl", (1e-6, 1e-6, 0), "config.lambdas.kl"),
+                               ("data.domains", "A", "config.data.domains"),
+                               ("data.image_size", 64, "config.data.image_size"),
+                               ("beta1", 1.5, "config.beta1")):
+        config = ufdn_config.get_config("digits")
+        target = config
+        *parents, leaf = key.split(".")
+        for p in parents:
+            target = target[p]
+        target[leaf] = value
+        with pytest.raises(config_validation.ConfigError, match=needle.replace(".", r"\.")):
+            config_validation.validate(config)

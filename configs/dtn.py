@@ -13,17 +13,15 @@ Presets:
 
 import ml_collections
 
+from unpaired.data.config import data_config
+
 PRESETS = ("digits", "mnist2usps", "usps2mnist")
 
 
 def _data(source: str) -> ml_collections.ConfigDict:
-    """The data block every method's loader reads (fields as in configs/cyclegan.py)."""
-    return ml_collections.ConfigDict(dict(
-        source=source, domains="A,B", dataroot="", idx_A="", idx_B="", idx_A_test="",
-        idx_B_test="", idx="", idx_test="", idx_labels="", idx_test_labels="", digits="",
-        tfds_name="", data_dir="", image_size=32, preprocess="none", load_size=32,
-        crop_size=32, no_flip=True, serial_batches=False, num_workers=2, bad_image="skip",
-    ))
+    """The shared data block: 32x32 digits kept as they are (no crop, no flip)."""
+    return data_config(source, preprocess="none", load_size=32, crop_size=32, no_flip=True,
+                       num_workers=2)
 
 
 def get_config(preset: str = "digits") -> ml_collections.ConfigDict:

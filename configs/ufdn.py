@@ -14,6 +14,8 @@ Presets:
 
 import ml_collections
 
+from unpaired.data.config import data_config
+
 
 def _conv(out, norm="bn", act="LeakyReLU"):
     return ["conv", out, 4, 2, 1, norm, act]
@@ -28,24 +30,10 @@ def _fc(out, act="LeakyReLU"):
 
 
 def _data(source: str) -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict(dict(
-        source=source,          # digits | folder | idx | tfds
-        domains="A,B,C",        # domain names, in code order (domain k has code e_k)
-        dataroot="",            # folder: <dataroot>/<split>/<domain>/ or trainA/... layouts
-        idx="",                 # IDX image files "name=path,..." (source=idx)
-        idx_test="",
-        idx_labels="",          # IDX label files "name=path" (default: beside the images)
-        idx_test_labels="",
-        digits="",              # built-in renderings "name=rendering" (A=handwritten, B=printed, C=thick, D=inverted)
-        image_size=32,
-        preprocess="none",      # the reference resizes once and never crops or flips
-        load_size=32,
-        crop_size=32,
-        no_flip=True,
-        serial_batches=False,
-        num_workers=2,
-        bad_image="skip",
-    ))
+    """The shared data block: domains in code order (domain k has code e_k); the reference
+    resizes once and never crops or flips."""
+    return data_config(source, domains="A,B,C", preprocess="none", load_size=32, crop_size=32,
+                       no_flip=True, num_workers=2)
 
 
 def _face_networks(c: ml_collections.ConfigDict) -> None:

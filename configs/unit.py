@@ -11,7 +11,7 @@ Keys follow the reference's yaml (mingyuliutw/UNIT master `configs/unit_*_folder
 
 import ml_collections
 
-from configs.cyclegan import _data
+from unpaired.data.config import data_config
 
 
 def get_config(preset: str = "folder") -> ml_collections.ConfigDict:
@@ -70,7 +70,7 @@ def get_config(preset: str = "folder") -> ml_collections.ConfigDict:
     c.init_from = ""              # a workdir, or an official gen_XXXXXXXX.pt / dis_XXXXXXXX.pt
     c.init_networks = ""          # e.g. gen_a,gen_b (from a gen file) or dis_a,dis_b
     c.verify_checkpoints = True
-    c.data = _data()
+    c.data = data_config()
     c.data.load_size = 256        # new_size: shorter side resized to 256, random 256 crop, flip
     c.data.crop_size = 256
 
@@ -89,7 +89,7 @@ def get_config(preset: str = "folder") -> ml_collections.ConfigDict:
         c.log_every = 25
         c.sample_every = 100
         c.checkpoint_every = 100
-        c.data = _data("digits")
+        c.data = data_config("digits")
         c.data.image_size = 32
         c.data.preprocess = "none"
         c.data.load_size = 32

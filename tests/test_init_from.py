@@ -132,6 +132,7 @@ def test_command_line_says_new_initialised_and_resumed_and_resume_ignores_init_f
     out = resumed.stdout + resumed.stderr
     assert f"resuming from step 2 in {b_dir}" in out and "starting a new run" not in out
     assert "is ignored: the run resumes from its own checkpoint" in out
+    assert "changed config" not in out  # init_from changes nothing in a resumed run
     meta = checkpoint.Checkpointer.for_workdir(b_dir).read_meta(4)
     assert meta["init_from"]["path"] == os.path.abspath(a_dir)  # the first stage's record stays
     assert meta["data_step"] == 4

@@ -123,7 +123,10 @@ def restore_or_create(
     changes = _config_differences(meta.get("config", {}), config.to_dict())
     benign = [c for c in changes if not c.startswith(("config.max_steps", "config.log_every",
                                                       "config.sample_every", "config.checkpoint_every",
-                                                      "config.keep_checkpoints", "config.data.num_workers"))]
+                                                      "config.keep_checkpoints", "config.data.num_workers",
+                                                      # ignored on resume (logged) / checks only:
+                                                      "config.init_from", "config.init_networks",
+                                                      "config.verify_checkpoints"))]
     if benign:
         log.warning("resuming step %d with a changed config: %s", latest, "; ".join(benign))
     return state, latest

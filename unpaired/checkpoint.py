@@ -325,6 +325,22 @@ def _silence_closed_loop_callbacks() -> None:
 
     hook._unpaired_closed_loop_filter = True  # type: ignore[attr-defined]
     sys.unraisablehook = hook
+    logging.getLogger("asyncio").addFilter(_unretrieved_tensorstore_errors)
+
+
+def _unretrieved_tensorstore_errors(record: logging.LogRecord) -> bool:
+    """False (drop) for asyncio's 'exception was never retrieved' of an abandoned TensorStore read.
+
+    The same in-flight reads of a failed restore (see `_silence_closed_loop_callbacks`) may
+    instead end as tasks whose TensorStore error nobody awaits; asyncio logs each with a
+    traceback when it is collected. The restore's own failure is already raised; every
+    other asyncio record passes.
+    """
+    if "exception was never retrieved" not in str(record.msg) or not record.exc_info:
+        return True
+    error = record.exc_info[1]
+    text = str(error)
+    return not (isinstance(error, ValueError) and ("tensorstore" in text.lower() or "OCDBT" in text))
 
 
 def _is_empty(leaf: Any) -> bool:

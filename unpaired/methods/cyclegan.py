@@ -21,7 +21,7 @@ from unpaired.config_validation import (
     ConfigError, check_at_least, check_choice, check_present,
 )
 from unpaired.data.spec import DataSpec
-from unpaired.methods.translation import TranslationRequest
+from unpaired.methods.translation import TranslationRequest, resolve_two_domains
 from unpaired.nets import cyclegan as nets
 from unpaired.state import TrainState, apply_group_update
 
@@ -342,7 +342,6 @@ class CycleGAN:
         return new_state, metrics
 
     # ----------------------------------------------------------------- inference
-    DOMAINS = ("A", "B")
 
     def resolve_request(self, request: TranslationRequest) -> TranslationRequest:
         """The request with its direction set: --direction, or --target=B (AtoB) / A (BtoA).
@@ -350,23 +349,7 @@ class CycleGAN:
         A target is a domain name or index (A=0, B=1); it must agree with a direction
         given too. CycleGAN has no domain codes, so --code is refused.
         """
-        if request.code is not None:
-            raise ValueError("--code does not apply to cyclegan (two domains, no domain code); "
-                             "use --direction=AtoB|BtoA or --target=A|B")
-        direction = request.direction
-        if request.target is not None:
-            target = request.target
-            if isinstance(target, int) and 0 <= target < len(self.DOMAINS):
-                target = self.DOMAINS[target]
-            if target not in self.DOMAINS:
-                raise ValueError(f"--target={request.target!r} is not a cyclegan domain; "
-                                 "expected A or B (or 0, 1)")
-            implied = "AtoB" if target == "B" else "BtoA"
-            if direction is not None and direction != implied:
-                raise ValueError(f"--target={request.target} means {implied}, "
-                                 f"but --direction={direction} was given")
-            direction = implied
-        return TranslationRequest(direction=direction or "AtoB")
+        return resolve_two_domains(request, self.name)
 
     @staticmethod
     def _generator(direction: str) -> str:

@@ -56,3 +56,34 @@ def make_request(direction: str | None = None, target: str | None = None,
                  code: str | None = None) -> TranslationRequest:
     """A request from the translate flags' text (--direction, --target, --code)."""
     return TranslationRequest(direction or None, parse_target(target), parse_code(code))
+
+
+TWO_DOMAIN_DIRECTIONS = ("AtoB", "BtoA")
+
+
+def resolve_two_domains(request: TranslationRequest, method: str) -> TranslationRequest:
+    """A two-domain method's request with its direction: --direction, or --target=B (AtoB) / A (BtoA).
+
+    A target is a domain name or index (A=0, B=1) and must agree with a direction given
+    too; such methods have no domain codes, so --code is refused. Default: AtoB.
+    """
+    if request.code is not None:
+        raise ValueError(f"--code does not apply to {method} (two domains, no domain code); "
+                         "use --direction=AtoB|BtoA or --target=A|B")
+    direction = request.direction
+    if request.target is not None:
+        target = request.target
+        if isinstance(target, int) and 0 <= target < 2:
+            target = "AB"[target]
+        if target not in ("A", "B"):
+            raise ValueError(f"--target={request.target!r} is not a {method} domain; "
+                             "expected A or B (or 0, 1)")
+        implied = "AtoB" if target == "B" else "BtoA"
+        if direction is not None and direction != implied:
+            raise ValueError(f"--target={request.target} means {implied}, "
+                             f"but --direction={direction} was given")
+        direction = implied
+    direction = direction or "AtoB"
+    if direction not in TWO_DOMAIN_DIRECTIONS:
+        raise ValueError(f"unknown direction {direction!r}; expected one of {TWO_DOMAIN_DIRECTIONS}")
+    return TranslationRequest(direction=direction)

@@ -19,7 +19,7 @@ import optax
 from unpaired import schedules, torch_io
 from unpaired.config_validation import ConfigError, check_at_least, check_choice, check_present
 from unpaired.data.spec import DataSpec
-from unpaired.methods.translation import TranslationRequest
+from unpaired.methods.translation import TranslationRequest, resolve_two_domains
 from unpaired.nets import unit as nets
 from unpaired.state import TrainState, apply_group_update
 from unpaired.weights import read_torch_file
@@ -339,26 +339,7 @@ class UNIT:
     # ----------------------------------------------------------------- inference
     def resolve_request(self, request: TranslationRequest) -> TranslationRequest:
         """The request with its direction: --direction, or --target=B (AtoB) / A (BtoA)."""
-        if request.code is not None:
-            raise ValueError("--code does not apply to unit (two domains, no domain code); "
-                             "use --direction=AtoB|BtoA or --target=A|B")
-        direction = request.direction
-        if request.target is not None:
-            target = request.target
-            if isinstance(target, int) and 0 <= target < len(DOMAINS):
-                target = DOMAINS[target]
-            if target not in DOMAINS:
-                raise ValueError(f"--target={request.target!r} is not a unit domain; "
-                                 "expected A or B (or 0, 1)")
-            implied = "AtoB" if target == "B" else "BtoA"
-            if direction is not None and direction != implied:
-                raise ValueError(f"--target={request.target} means {implied}, "
-                                 f"but --direction={direction} was given")
-            direction = implied
-        direction = direction or "AtoB"
-        if direction not in DIRECTIONS:
-            raise ValueError(f"unknown direction {direction!r}; expected one of {DIRECTIONS}")
-        return TranslationRequest(direction=direction)
+        return resolve_two_domains(request, self.name)
 
     @staticmethod
     def _pair(direction: str) -> tuple[str, str]:

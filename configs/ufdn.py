@@ -55,6 +55,7 @@ def get_config(preset: str = "digits") -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.method = "ufdn"
     c.procedure = "translation"  # translation (train_face.py) | uda (train_uda.py)
+    c.objective = "code"        # code (official losses) | paper (eqs. 2-5, sign-corrected)
     c.seed = 1
     c.img_depth = 3
     _face_networks(c)

@@ -4,7 +4,8 @@
 the method named by `config.method` as a callable `step(*images)`: one NCHW tensor per domain
 of the method's `data_spec`, in its order (CycleGAN, UNIT: `step(real_A, real_B)`; UFDN: one
 per config.data.domains, either procedure) on `device`; `unpaired.benchmark` times it
-against our jitted `train_step`. A method plugs in by adding a builder to `REFERENCE_STEPS`; the benchmark itself never changes.
+against our jitted `train_step`. A method plugs in by adding a builder to
+`REFERENCE_STEPS`; the benchmark itself never changes.
 
 An optional subpackage: its builders need torch (the `test` extra,
 `pip install -e .[test]`), imported only inside them, so importing this package is free

@@ -29,6 +29,8 @@ weights and ramps; reconstruction + KL unchanged):
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any, Mapping, Sequence
 
 import jax
@@ -243,6 +245,8 @@ class UFDN:
             if not steps > 0:
                 raise ConfigError(f"config.lambdas.{name}={tuple(config.lambdas[name])}: "
                                   "steps must be > 0")
+        if "eval_batch_size" in config:
+            check_at_least(config, "eval_batch_size", 1)
         if not config.lr > 0:
             raise ConfigError(f"config.lr={config.lr!r} must be > 0")
         for key in ("beta1", "beta2"):
@@ -256,6 +260,7 @@ class UFDN:
 
     def __init__(self, config: ml_collections.ConfigDict, steps_per_epoch: int = 1):
         del steps_per_epoch  # no learning-rate schedule in the reference
+        self.config = config
         self.procedure = config.procedure
         self.objective = Objective(config.get("objective", "code"))
         self.domains = self.domains_of(config)
@@ -365,6 +370,27 @@ class UFDN:
         variables = self.import_weights(path, ("vae",))["vae"]
         return ({"vae": variables["params"]}, {"vae": variables.get("batch_stats", {})},
                 resolved)
+
+    EXPORT_NAMES = {"vae": "vae.pth", "D_digit": "dnet.pth", "D_feat": "d_feat.pth",
+                    "D_pix": "d_pix.pth"}
+
+    def export_official(self, params: Mapping[str, Any], model_state: Mapping[str, Any],
+                        path: str) -> list[str]:
+        """Plain state_dicts under folder `path`, the reference's module names: `vae.pth`
+        (UFDN), `dnet.pth` (uda's D_digit), `d_feat.pth`, `d_pix.pth`. Written without torch;
+        `module.load_state_dict(torch.load(file))` takes them. Returns the files written."""
+        from unpaired import torch_io  # pylint: disable=import-outside-toplevel
+
+        os.makedirs(path, exist_ok=True)
+        written = []
+        for name in self.networks:
+            variables = {"params": params[name]}
+            if (model_state or {}).get(name):
+                variables["batch_stats"] = model_state[name]
+            out = os.path.join(path, self.EXPORT_NAMES[name])
+            torch_io.save_pth(torch_io.to_state_dict(jax.device_get(variables)), out)
+            written.append(out)
+        return written
 
     # ----------------------------------------------------------------- batch
     def lambdas(self, step: Array) -> dict[str, Array]:
@@ -610,6 +636,46 @@ class UFDN:
         d_vars = {"params": params["D_digit"], **({"batch_stats": d_stats} if d_stats else {})}
         logits = self.modules["D_digit"].apply(d_vars, mu, train=False)
         return jnp.mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32))
+
+    def test_accuracy(self, params: Mapping[str, Any], model_state: Mapping[str, Any],
+                      domain: str) -> dict[str, Any]:
+        """digit_accuracy over `domain`'s whole test split (full batches of eval_batch_size)."""
+        from unpaired import data  # pylint: disable=import-outside-toplevel
+
+        spec = DataSpec(domains=(domain,), channels={domain: self.img_depth}, labels=(domain,))
+        loader = data.make_loader(self.config.data, split="test", seed=0, spec=spec,
+                                  batch_size=int(self.config.get("eval_batch_size", 100)))
+        accuracy = jax.jit(self.digit_accuracy)
+        correct = total = 0.0
+        try:
+            for i in range(loader.steps_per_epoch):
+                batch = loader.batch(i)
+                n = len(batch[domain])
+                correct += n * float(accuracy(params, model_state, batch[domain],
+                                              batch[DataSpec.label_key(domain)]))
+                total += n
+        finally:
+            loader.close()
+        return {"domain": domain, "split": "test", "accuracy": correct / max(total, 1),
+                "images": int(total)}
+
+    def after_training(self, state: TrainState, workdir: str) -> dict[str, Any] | None:
+        """uda: the final model's adaptation accuracy (classifier on mu, eval-mode BN) on the
+        source and target test splits, printed and written to `<workdir>/da_accuracy.json`."""
+        if self.procedure != "uda":
+            return None
+        source, target = self.domains
+        result = {"step": int(state.step), "model": "final",
+                  "target": self.test_accuracy(state.params, state.model_state, target),
+                  "source": self.test_accuracy(state.params, state.model_state, source),
+                  "note": "target labels are never used for training or model selection"}
+        with open(os.path.join(workdir, "da_accuracy.json"), "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2)
+        print(f"UFDN adaptation accuracy at step {result['step']} (final model): "
+              f"target {target} {result['target']['accuracy']:.4f} "
+              f"({result['target']['images']} test images), source {source} "
+              f"{result['source']['accuracy']:.4f} ({result['source']['images']})")
+        return result
 
     def visuals(self, params: Mapping[str, Any], batch: Mapping[str, Array],
                 model_state: Mapping[str, Any] | None = None) -> dict[str, Array]:

@@ -23,7 +23,7 @@ weights and ramps; reconstruction + KL unchanged):
           log-loss discriminator minimising E[log D(fake)] + E[log(1 - D(real))], D = sigmoid
           of the score head, no gradient penalty, and G minimises -E[log D(fake)];
           (5) the domain head is a softmax classifier, D_x minimising -E[log P(v_c | x_c)]
-          on real images and G -E[log P(v_target | fake)]. Note that (2)-(4) as printed are
+          on real images and G -E[log P(v_target | fake)]. Note that (3) and (4) as printed are
           unbounded below (E's and D_x's log terms can go to -inf), unlike the code's losses.
 """
 

@@ -9,6 +9,7 @@ Presets:
           data from folders (--config.data.dataroot with train/<domain>/ folders).
   uda     the official uda_example.yaml networks at 32x32, procedure uda; MNIST (source,
           labelled) -> USPS (target) from ../shared/data IDX files, grey repeated to 3 ch.
+  uda_small  the uda procedure and data with narrow networks (z 64), for CPU runs.
   folder  the face networks on any N domain folders (--config.data.domains=a,b,c).
 """
 
@@ -55,6 +56,7 @@ def get_config(preset: str = "digits") -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.method = "ufdn"
     c.procedure = "translation"  # translation (train_face.py) | uda (train_uda.py)
+    c.objective = "code"        # code (official losses) | paper (eqs. 2-5, sign-corrected)
     c.seed = 1
     c.img_depth = 3
     _face_networks(c)
@@ -104,7 +106,7 @@ def get_config(preset: str = "digits") -> ml_collections.ConfigDict:
         c.data.preprocess = "resize_and_crop"
         if preset == "face":
             c.data.domains = "photo,sketch,paint"
-    elif preset == "uda":
+    elif preset in ("uda", "uda_small"):
         c.procedure = "uda"
         c.seed = 123456
         c.encoder = [_conv(128), _conv(256), _conv(512), _conv(1024), _conv(2048, "", "")]
@@ -118,10 +120,20 @@ def get_config(preset: str = "digits") -> ml_collections.ConfigDict:
         c.max_steps = 500000
         c.log_every = 100
         c.sample_every = 500
+        c.eval_batch_size = 100   # final accuracy: full test batches, as train_uda.py
         c.data = _data("idx")
         c.data.domains = "mnist,usps"
         c.data.idx = ("mnist=../shared/data/mnist/train-images-idx3-ubyte.gz,"
                       "usps=../shared/data/usps/train-images-idx3-ubyte.gz")
+        if preset == "uda_small":  # narrow widths (0.41M UFDN parameters) for CPU runs, tests
+            c.encoder = [_conv(16), _conv(32), _conv(64), _conv(64), _conv(64, "", "")]
+            c.decoder = [_deconv(64, insert=True), _deconv(64), _deconv(32), _deconv(16),
+                         _deconv(3, "", "Tanh")]
+            c.D_feat = [_fc(64), _fc(2, "")]
+            c.max_steps = 2000
+            c.log_every = 50
+            c.checkpoint_every = 500
     else:
-        raise ValueError(f"unknown ufdn preset {preset!r}; expected digits, face, uda or folder")
+        raise ValueError(f"unknown ufdn preset {preset!r}; expected digits, face, uda, "
+                         "uda_small or folder")
     return c

@@ -400,3 +400,20 @@ def test_adam_settings() -> None:
         assert group["betas"] == (0.5, 0.999) and group["eps"] == 1e-8 and group["weight_decay"] == 0
     n_g = _n_params(model.netG_A) + _n_params(model.netG_B)
     assert sum(p.numel() for p in model.optimizer_G.param_groups[0]["params"]) == n_g
+
+
+# --------------------------------------------------------------------------------------
+# The benchmark's registry of reference steps
+# --------------------------------------------------------------------------------------
+
+
+def test_reference_steps_registry_refuses_methods_without_one() -> None:
+    """Registered methods build a step; a method without one gets NotImplementedError naming it."""
+    import ml_collections
+
+    from unpaired import torch_reference
+
+    assert {"cyclegan", "unit", "ufdn"} <= set(torch_reference.REFERENCE_STEPS)
+    config = ml_collections.ConfigDict({"method": "no_such_method"})
+    with pytest.raises(NotImplementedError, match="no_such_method"):
+        torch_reference.build_reference_step(config)

@@ -81,7 +81,7 @@ def test_files_initialise_networks_and_export_back(files):
     assert set(dis) == {"dis_b"}
     params = {**{n: v["params"] for n, v in gen.items()}, "dis_a": None,
               "dis_b": dis["dis_b"]["params"]}
-    exported = method.export_official(params, "gen")
+    exported = method.official_pair(params, "gen")
     for d in "ab":
         theirs = nets[f"gen_{d}"].state_dict()
         assert set(exported[d]) == set(theirs)  # legacy buffers are not written back
@@ -91,6 +91,30 @@ def test_files_initialise_networks_and_export_back(files):
         np.testing.assert_array_equal(value, nets["dis_b"].state_dict()[key].numpy())
     with pytest.raises(ValueError, match="gen_a, gen_b"):
         method.import_weights(str(folder / "gen_00001000.pt"), ("dis_a",))
+
+
+def test_export_official_writes_files_torch_loads_as_the_reference_saves_them(files, tmp_path):
+    """The `unpaired.export` hook: gen.pt / dis.pt as {'a': state_dict, 'b': state_dict}."""
+    config, nets, folder = files
+    method = methods.build(config)
+    gen = method.import_weights(str(folder / "gen_00001000.pt"), ("gen_a", "gen_b"))
+    dis = method.import_weights(str(folder / "dis_00001000.pt"), ("dis_a", "dis_b"))
+    params = {n: v["params"] for n, v in {**gen, **dis}.items()}
+    written = method.export_official(params, {}, str(tmp_path / "out"))
+    assert [p.rsplit("/", 1)[-1] for p in written] == ["gen.pt", "dis.pt"]
+    for path, kind in zip(written, ("gen", "dis")):
+        loaded = torch.load(path, weights_only=True)
+        assert set(loaded) == {"a", "b"}
+        for d in "ab":
+            theirs = nets[f"{kind}_{d}"].state_dict()
+            assert set(loaded[d]) == set(theirs)
+            for key, value in theirs.items():
+                np.testing.assert_array_equal(loaded[d][key].numpy(), value.numpy())
+            nets[f"{kind}_{d}"].load_state_dict(loaded[d])  # strict: every key, every shape
+    again = method.load_official(written[0], TranslationRequest(direction="AtoB"))[0]
+    for name in ("gen_a", "gen_b"):
+        for a, b in zip(jax.tree.leaves(again[name]), jax.tree.leaves(params[name])):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_files_that_do_not_fit_name_the_keys_and_the_file(files, tmp_path):

@@ -12,6 +12,9 @@ before it is built:
 
 Optional: `after_training(state, workdir)`, called by the loop when a run reaches its last
 step (e.g. DTN stage 1 prints and saves its test accuracy).
+Optional: `export_official(params, model_state, path) -> list[str]`, used by
+`launch/export.py` (`unpaired.export`): writes the networks under folder `path` in the
+reference's plain format (UFDN: `vae.pth`, `dnet.pth`, ...; UNIT: `gen.pt`, `dis.pt`).
 
 Staged training (`unpaired.init_from`, config keys `init_from`, `init_networks`):
 

@@ -11,10 +11,26 @@ The reference's mixed batch is their concatenation in that order, with one-hot c
 (domain k -> e_k); translation targets cycle: at step s, domain k goes to
 (k + 1 + s mod (K-1)) mod K, which is the reference's forward/backward alternation for
 K = 3 and "the other domain" for K = 2. All noise comes from `state.key` via `draw_noise`.
+
+`config.objective` picks the adversarial and classification losses (same passes, noise,
+weights and ramps; reconstruction + KL unchanged):
+  'code'  (default) the official code: D_v and the D_x domain head use per-domain sigmoid
+          BCE, E is pushed to the inverted code (BCE(D_v(z), 1 - v)), D_x is a WGAN critic
+          with the per-pixel gradient penalty (lambdas.gp), G minimises -mean D_x(fake).
+  'paper' the paper's equations with the seed post's sign corrections (ufdn.md 4.6):
+          (2) D_v minimises -E[log P(v_c | z)] and (3) E minimises +E[log P(v_c | z)]
+          (= -L_Dv, a true minimax) with a softmax over the domain logits; (4) D_x is a
+          log-loss discriminator minimising E[log D(fake)] + E[log(1 - D(real))], D = sigmoid
+          of the score head, no gradient penalty, and G minimises -E[log D(fake)];
+          (5) the domain head is a softmax classifier, D_x minimising -E[log P(v_c | x_c)]
+          on real images and G -E[log P(v_target | fake)]. Note that (3) and (4) as printed are
+          unbounded below (E's and D_x's log terms can go to -inf), unlike the code's losses.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any, Mapping, Sequence
 
 import jax
@@ -32,6 +48,7 @@ from unpaired.state import TrainState, apply_group_update
 
 Array = jax.Array
 PROCEDURES = ("translation", "uda")
+OBJECTIVES = ("code", "paper")
 LAMBDAS = {"translation": ("pix_recon", "kl", "feat_domain", "gp", "pix_adv", "pix_clf"),
            "uda": ("pix_recon", "kl", "feat_domain")}
 INTERPOLATION_STEPS = 5
@@ -98,6 +115,90 @@ def cross_entropy_ignore(logits: Array, labels: Array) -> Array:
     return -jnp.sum(jnp.where(valid, picked, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
 
 
+def holdout_split(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held_out): sorted indices of n source images with `size` of them held out.
+
+    Fixed by (n, size, seed), so a resumed run holds out the same images; the held-out
+    part is what model selection may look at (issue 11, item 7).
+    """
+    if not 0 < size < n:
+        raise ValueError(f"a held-out split of {size} images needs 0 < size < {n} (the source size)")
+    held = np.sort(np.random.RandomState(seed).permutation(n)[:size])
+    kept = np.setdiff1d(np.arange(n), held)
+    return kept, held
+
+
+def select_model(record: Mapping[str, Any] | None, step: int, source_val: float,
+                 target_test: float | None = None) -> dict[str, Any]:
+    """The model-selection record after an evaluation at `step` (pure; JSON-able).
+
+    'source_val': the step with the best accuracy on the held-out *source* split (the
+    earliest on ties), our rule; 'target_test': the reference's rule (the best target
+    test accuracy, train_uda.py's save_best_only), kept apart because it uses target labels.
+    'improved' names the rules whose best is this step (the checkpoint to keep).
+    """
+    record = dict(record or {})
+    history = list(record.get("history", ()))
+    history.append({"step": int(step), "source_val": float(source_val),
+                    "target_test": None if target_test is None else float(target_test)})
+    improved = []
+    for rule, value in (("source_val", source_val), ("target_test", target_test)):
+        if value is None:
+            continue
+        best = record.get(rule)
+        if best is None or float(value) > best["accuracy"]:
+            record[rule] = {"step": int(step), "accuracy": float(value)}
+            improved.append(rule)
+    record["history"] = history
+    record["improved"] = improved
+    return record
+
+
+def softmax_cross_entropy(logits: Array, target: Array) -> Array:
+    """-mean_n sum_k target_nk log softmax(logits)_nk: the paper's -E[log P(l = v | .)]."""
+    logp = jax.nn.log_softmax(logits.astype(jnp.promote_types(logits.dtype, jnp.float32)))
+    return -jnp.mean(jnp.sum(target * logp, axis=-1))
+
+
+def log_sigmoid_mean(scores: Array) -> Array:
+    """mean log sigmoid(scores): E[log D(.)] of a log-loss discriminator D = sigmoid(score)."""
+    return jnp.mean(jax.nn.log_sigmoid(scores.astype(jnp.promote_types(scores.dtype, jnp.float32))))
+
+
+class Objective:
+    """The adversarial and classification losses of `config.objective` ('code' or 'paper')."""
+
+    def __init__(self, name: str):
+        if name not in OBJECTIVES:
+            raise ValueError(f"unknown UFDN objective {name!r}; expected one of {OBJECTIVES}")
+        self.name = name
+        self.paper = name == "paper"
+
+    def domain_loss(self, logits: Array, code: Array) -> Array:
+        """A classifier's loss for `code` (D_v, the D_x domain head, G's target term)."""
+        if self.paper:
+            return softmax_cross_entropy(logits, code)
+        return losses.bce_with_logits(logits, code)
+
+    def encoder_adversarial(self, logits: Array, code: Array) -> Array:
+        """E's latent term: BCE to the inverted code (code) or +E[log P(v_c | z)] (paper)."""
+        if self.paper:
+            return -softmax_cross_entropy(logits, code)
+        return losses.bce_with_logits(logits, 1 - code)
+
+    def critic_terms(self, s_real: Array, s_fake: Array) -> tuple[Array, Array]:
+        """(real, fake) parts of D_x's adversarial loss: WGAN (code) or eq. (4) (paper)."""
+        if self.paper:
+            return log_sigmoid_mean(-s_real), log_sigmoid_mean(s_fake)
+        return -jnp.mean(s_real), jnp.mean(s_fake)
+
+    def generator_adversarial(self, s_fake: Array) -> Array:
+        """G's unweighted pixel adversarial term: -mean D(fake) or -E[log D(fake)]."""
+        if self.paper:
+            return -log_sigmoid_mean(s_fake)
+        return -jnp.mean(s_fake)
+
+
 class _Nets:
     """Applies networks while threading their BatchNorm statistics in call order."""
 
@@ -148,6 +249,8 @@ class UFDN:
         """Raises ConfigError naming the first UFDN key whose value cannot work."""
         check_present(config, ("procedure", "encoder", "decoder", "D_feat", "lambdas", "lr"))
         check_choice(config, "procedure", PROCEDURES)
+        if "objective" in config:
+            check_choice(config, "objective", OBJECTIVES)
         domains = cls.domains_of(config)
         if len(domains) < 2:
             raise ConfigError(f"config.data.domains={config.data.domains!r} must name >= 2 domains")
@@ -181,6 +284,8 @@ class UFDN:
             if not steps > 0:
                 raise ConfigError(f"config.lambdas.{name}={tuple(config.lambdas[name])}: "
                                   "steps must be > 0")
+        if "eval_batch_size" in config:
+            check_at_least(config, "eval_batch_size", 1)
         if not config.lr > 0:
             raise ConfigError(f"config.lr={config.lr!r} must be > 0")
         for key in ("beta1", "beta2"):
@@ -194,7 +299,9 @@ class UFDN:
 
     def __init__(self, config: ml_collections.ConfigDict, steps_per_epoch: int = 1):
         del steps_per_epoch  # no learning-rate schedule in the reference
+        self.config = config
         self.procedure = config.procedure
+        self.objective = Objective(config.get("objective", "code"))
         self.domains = self.domains_of(config)
         self.n_domains = len(self.domains)
         self.img_depth = int(config.img_depth)
@@ -303,6 +410,27 @@ class UFDN:
         return ({"vae": variables["params"]}, {"vae": variables.get("batch_stats", {})},
                 resolved)
 
+    EXPORT_NAMES = {"vae": "vae.pth", "D_digit": "dnet.pth", "D_feat": "d_feat.pth",
+                    "D_pix": "d_pix.pth"}
+
+    def export_official(self, params: Mapping[str, Any], model_state: Mapping[str, Any],
+                        path: str) -> list[str]:
+        """Plain state_dicts under folder `path`, the reference's module names: `vae.pth`
+        (UFDN), `dnet.pth` (uda's D_digit), `d_feat.pth`, `d_pix.pth`. Written without torch;
+        `module.load_state_dict(torch.load(file))` takes them. Returns the files written."""
+        from unpaired import torch_io  # pylint: disable=import-outside-toplevel
+
+        os.makedirs(path, exist_ok=True)
+        written = []
+        for name in self.networks:
+            variables = {"params": params[name]}
+            if (model_state or {}).get(name):
+                variables["batch_stats"] = model_state[name]
+            out = os.path.join(path, self.EXPORT_NAMES[name])
+            torch_io.save_pth(torch_io.to_state_dict(jax.device_get(variables)), out)
+            written.append(out)
+        return written
+
     # ----------------------------------------------------------------- batch
     def lambdas(self, step: Array) -> dict[str, Array]:
         """The loss weights the reference uses at iteration `step` (0-based)."""
@@ -346,18 +474,25 @@ class UFDN:
     # ----------------------------------------------------------------- losses
     def d_feat_loss(self, params: Any, model_state: Mapping[str, Any], z: Array, v: Array
                     ) -> tuple[Array, dict[str, Any]]:
-        """BCE(D_v(z), v) on a detached sampled z."""
+        """D_v's domain loss on a detached sampled z: BCE(D_v(z), v) (code) or eq. (2) (paper)."""
         run = _Nets(self.modules, model_state, True)
-        loss = losses.bce_with_logits(run("D_feat", params, jax.lax.stop_gradient(z)), v)
+        loss = self.objective.domain_loss(run("D_feat", params, jax.lax.stop_gradient(z)), v)
         return loss, {"model_state": run.model_state}
 
     def d_pix_loss(self, params: Any, model_state: Mapping[str, Any], x: Array, x_fake: Array,
                    v: Array, alpha: Array, lam_gp: Array) -> tuple[Array, dict[str, Any]]:
-        """BCE(c(x), v) + mean D(fake) - mean D(real) + lambda_gp * GP_pixelwise."""
+        """code: BCE(c(x), v) + mean D(fake) - mean D(real) + lambda_gp * GP_pixelwise;
+        paper: CE(c(x), v) + E[log D(fake)] + E[log(1 - D(real))], no penalty."""
         run = _Nets(self.modules, model_state, True)
         x_fake = jax.lax.stop_gradient(x_fake)
         s_real, c_real = run("D_pix", params, x)
         s_fake, _ = run("D_pix", params, x_fake)
+        real, fake = self.objective.critic_terms(s_real, s_fake)
+        terms = {"Dx_clf": self.objective.domain_loss(c_real, v), "Dx_real": real,
+                 "Dx_fake": fake}
+        if self.objective.paper:
+            total = terms["Dx_clf"] + terms["Dx_fake"] + terms["Dx_real"]
+            return total, {"terms": terms, "model_state": run.model_state}
 
         def critic(points):
             inner = _Nets(self.modules, run.model_state, True)
@@ -366,15 +501,14 @@ class UFDN:
 
         gp, stats = pixelwise_gradient_penalty(critic, x, x_fake, alpha)
         run.model_state = stats
-        terms = {"Dx_clf": losses.bce_with_logits(c_real, v), "Dx_real": -jnp.mean(s_real),
-                 "Dx_fake": jnp.mean(s_fake), "gp": gp}
+        terms["gp"] = gp
         total = terms["Dx_clf"] + terms["Dx_fake"] + terms["Dx_real"] + lam_gp * gp
         return total, {"terms": terms, "model_state": run.model_state}
 
     def vae_loss(self, params: Any, others: Mapping[str, Any], model_state: Mapping[str, Any],
                  mixed: Mapping[str, Array], noise: Mapping[str, Array],
                  lam: Mapping[str, Array]) -> tuple[Array, dict[str, Any]]:
-        """Reconstruction + KL, latent adversarial (inverted target), pixel adversarial + clf.
+        """Reconstruction + KL, latent adversarial, pixel adversarial + clf (`config.objective`).
 
         `params` holds the vae (and uda's D_digit); `others` the updated discriminators,
         held fixed. Each term has its own forward pass and eps; z is detached for the
@@ -387,8 +521,8 @@ class UFDN:
         terms = {"mse": losses.mse_loss(x_rec, x), "kl": kl_sum(mu, logvar)}
         terms["rec"] = lam["pix_recon"] * terms["mse"] + lam["kl"] * terms["kl"]
         z2 = run("vae", params["vae"], x, None, noise["eps_feat"], mode="encode")
-        terms["feat"] = lam["feat_domain"] * losses.bce_with_logits(
-            run("D_feat", frozen["D_feat"], z2), 1 - v)
+        terms["feat"] = lam["feat_domain"] * self.objective.encoder_adversarial(
+            run("D_feat", frozen["D_feat"], z2), v)
         total = terms["rec"] + terms["feat"]
         if self.procedure == "translation":
             t = mixed["t"]
@@ -398,8 +532,8 @@ class UFDN:
             run("vae", params["vae"], jax.lax.stop_gradient(x_tr), None, noise["eps_unused"],
                 mode="encode")  # the reference's unused E(x_tr): BN statistics only
             s, c = run("D_pix", frozen["D_pix"], x_tr)
-            terms["adv"] = -lam["pix_adv"] * jnp.mean(s)
-            terms["clf"] = lam["pix_clf"] * losses.bce_with_logits(c, t)
+            terms["adv"] = lam["pix_adv"] * self.objective.generator_adversarial(s)
+            terms["clf"] = lam["pix_clf"] * self.objective.domain_loss(c, t)
             total = total + terms["adv"] + terms["clf"]
         else:
             z4 = run("vae", params["vae"], x, None, noise["eps_digit"], mode="encode")
@@ -541,6 +675,46 @@ class UFDN:
         d_vars = {"params": params["D_digit"], **({"batch_stats": d_stats} if d_stats else {})}
         logits = self.modules["D_digit"].apply(d_vars, mu, train=False)
         return jnp.mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32))
+
+    def test_accuracy(self, params: Mapping[str, Any], model_state: Mapping[str, Any],
+                      domain: str) -> dict[str, Any]:
+        """digit_accuracy over `domain`'s whole test split (full batches of eval_batch_size)."""
+        from unpaired import data  # pylint: disable=import-outside-toplevel
+
+        spec = DataSpec(domains=(domain,), channels={domain: self.img_depth}, labels=(domain,))
+        loader = data.make_loader(self.config.data, split="test", seed=0, spec=spec,
+                                  batch_size=int(self.config.get("eval_batch_size", 100)))
+        accuracy = jax.jit(self.digit_accuracy)
+        correct = total = 0.0
+        try:
+            for i in range(loader.steps_per_epoch):
+                batch = loader.batch(i)
+                n = len(batch[domain])
+                correct += n * float(accuracy(params, model_state, batch[domain],
+                                              batch[DataSpec.label_key(domain)]))
+                total += n
+        finally:
+            loader.close()
+        return {"domain": domain, "split": "test", "accuracy": correct / max(total, 1),
+                "images": int(total)}
+
+    def after_training(self, state: TrainState, workdir: str) -> dict[str, Any] | None:
+        """uda: the final model's adaptation accuracy (classifier on mu, eval-mode BN) on the
+        source and target test splits, printed and written to `<workdir>/da_accuracy.json`."""
+        if self.procedure != "uda":
+            return None
+        source, target = self.domains
+        result = {"step": int(state.step), "model": "final",
+                  "target": self.test_accuracy(state.params, state.model_state, target),
+                  "source": self.test_accuracy(state.params, state.model_state, source),
+                  "note": "target labels are never used for training or model selection"}
+        with open(os.path.join(workdir, "da_accuracy.json"), "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2)
+        print(f"UFDN adaptation accuracy at step {result['step']} (final model): "
+              f"target {target} {result['target']['accuracy']:.4f} "
+              f"({result['target']['images']} test images), source {source} "
+              f"{result['source']['accuracy']:.4f} ({result['source']['images']})")
+        return result
 
     def visuals(self, params: Mapping[str, Any], batch: Mapping[str, Array],
                 model_state: Mapping[str, Any] | None = None) -> dict[str, Array]:

@@ -415,9 +415,29 @@ class UNIT:
         params = {n: v["params"] for n, v in variables.items()}
         return params, {n: {} for n in params}, served
 
-    def export_official(self, params: Mapping[str, Any], kind: str = "gen") -> dict[str, dict[str, np.ndarray]]:
+    def official_pair(self, params: Mapping[str, Any], kind: str = "gen") -> dict[str, dict[str, np.ndarray]]:
         """`{'a': state_dict, 'b': state_dict}` as `UNIT_Trainer.save` writes for `kind` gen or dis."""
         return {d: torch_io.to_state_dict({"params": params[f"{kind}_{d}"]}) for d in "ab"}
+
+    def export_official(self, params: Mapping[str, Any], model_state: Mapping[str, Any],
+                        path: str) -> list[str]:
+        """`gen.pt` and `dis.pt` under folder `path`, each `{'a': ..., 'b': ...}` as the
+        reference's `gen_XXXXXXXX.pt` / `dis_XXXXXXXX.pt` (the `unpaired.export` hook)."""
+        import os  # pylint: disable=import-outside-toplevel
+
+        from unpaired.weights import write_torch_dicts  # pylint: disable=import-outside-toplevel
+
+        del model_state  # UNIT's norms keep no statistics
+        if self.shared["gen"] or self.shared["dis"]:
+            raise ValueError("official UNIT files hold unshared networks: a run with "
+                             "config.gen_shared_blocks or config.dis_shared_layers has no export")
+        os.makedirs(path, exist_ok=True)
+        written = []
+        for kind in ("gen", "dis"):
+            out = os.path.join(path, f"{kind}.pt")
+            write_torch_dicts(self.official_pair(jax.device_get(params), kind), out)
+            written.append(out)
+        return written
 
 
 def read_official_pair(path: str) -> dict[str, dict[str, np.ndarray]]:

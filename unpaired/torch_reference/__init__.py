@@ -2,9 +2,10 @@
 
 `build_reference_step(config, device, dtype)` returns the reference's training step for
 the method named by `config.method` as a callable `step(*images)`: one NCHW tensor per domain
-of the method's `data_spec`, in its order (CycleGAN, UNIT: `step(real_A, real_B)`) on
-`device`); `unpaired.benchmark` times it against our jitted `train_step`. A method plugs in
-by adding a builder to `REFERENCE_STEPS`; the benchmark itself never changes.
+of the method's `data_spec`, in its order (CycleGAN, UNIT: `step(real_A, real_B)`; UFDN: one
+per config.data.domains, either procedure) on `device`; `unpaired.benchmark` times it
+against our jitted `train_step`. A method plugs in by adding a builder to
+`REFERENCE_STEPS`; the benchmark itself never changes.
 
 An optional subpackage: its builders need torch (the `test` extra,
 `pip install -e .[test]`), imported only inside them, so importing this package is free
@@ -103,10 +104,80 @@ def _unit_step(config, device: str, dtype, compile: bool = False) -> StepFn:
     return step
 
 
+def _ufdn_step(config, device: str, dtype, compile: bool = False) -> StepFn:
+    """One iteration of the official `train_face.py` (procedure translation) or
+    `train_uda.py` (procedure uda) on fresh reference networks built from `config`'s layer
+    lists, with its lambdas ramps, lr, betas and objective.
+
+    `step(*images)` takes one NCHW batch per domain, in `config.data.domains` order; the
+    reference's draws (every eps, the GP's alpha) are made with torch on `device` inside
+    the step, translation targets cycle with the step count as in the reference, and the
+    uda source labels are a fixed random draw (target labels -1). `dtype=torch.bfloat16`
+    runs under autocast; `compile=True` compiles each network (the loop stays eager).
+    """
+    import torch
+
+    from unpaired.torch_reference import ufdn as ref
+
+    domains = [d.strip() for d in str(config.data.domains).split(",") if d.strip()]
+    n, size = len(domains), int(config.data.image_size)
+    z_dim, depth = int(config.encoder[-1][1]), int(config.img_depth)
+    uda = config.procedure == "uda"
+    nets = {"vae": ref.UFDN(config.encoder, config.decoder, n, depth),
+            "D_feat": ref.Discriminator(config.D_feat, z_dim)}
+    if uda:
+        nets["D_digit"] = ref.Discriminator(config.D_digit, z_dim)
+    else:
+        nets["D_pix"] = ref.Discriminator(config.D_pix, depth, size)
+    nets = {k: v.to(device).train() for k, v in nets.items()}
+    kwargs = dict(lambdas=config.lambdas.to_dict(), lr=config.lr,
+                  betas=(config.beta1, config.beta2), objective=config.get("objective", "code"))
+    if uda:
+        model = ref.UFDNUdaReference(nets["vae"], nets["D_feat"], nets["D_digit"], **kwargs)
+    else:
+        model = ref.UFDNFaceReference(nets["vae"], nets["D_feat"], nets["D_pix"], **kwargs)
+    if compile:
+        for attr in ("vae", "d_feat", "d_pix", "d_digit"):
+            if hasattr(model, attr):
+                setattr(model, attr, torch.compile(getattr(model, attr)))
+    autocast = dtype is not None and dtype != torch.float32
+    eye = torch.eye(n, device=device)
+    names = ("eps_dv", "eps_rec", "eps_feat", "eps_digit") if uda else (
+        "eps_dv", "eps_dx", "eps_rec", "eps_feat", "eps_pix", "eps_unused")
+    gen = torch.Generator().manual_seed(0)
+    counter = {"step": 0, "labels": None}
+
+    def step(*images):
+        batch = images[0].shape[0]
+        x = torch.cat(images)
+        owner = torch.arange(n, device=device).repeat_interleave(batch)
+        code = eye[owner]
+        noise = {k: torch.randn(x.shape[0], z_dim, device=device) for k in names}
+        with torch.autocast(device_type=device, dtype=dtype, enabled=autocast):
+            if uda:
+                if counter["labels"] is None:
+                    source = torch.randint(0, 10, (batch,), generator=gen)
+                    counter["labels"] = torch.cat(
+                        [source, torch.full((x.shape[0] - batch,), -1)]).to(device)
+                if config.get("data_augment", False) and counter["step"] % 2 == 1:
+                    x = -x  # 1 - x on [0, 1] images
+                out = model.step(x, code, counter["labels"], noise)
+            else:
+                shift = 1 + counter["step"] % max(n - 1, 1)
+                noise["alpha"] = torch.rand(x.shape[0], device=device)
+                out = model.step(x, code, eye[(owner + shift) % n], noise)
+        counter["step"] += 1
+        return out
+
+    step.model = model
+    return step
+
+
 # Builders by `config.method`: (config, device, dtype, compile=False) -> step(*images).
 REFERENCE_STEPS: dict[str, Callable[..., StepFn]] = {
     "cyclegan": _cyclegan_step,
     "unit": _unit_step,
+    "ufdn": _ufdn_step,
 }
 
 

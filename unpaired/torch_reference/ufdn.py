@@ -170,6 +170,41 @@ def calc_gradient_penalty(d_pix, real, fake, alpha):
     return ((g.norm(2, dim=1) - 1) ** 2).mean()
 
 
+class Objective:
+    """The losses of `objective` 'code' (official BCE, inverted target, WGAN-GP) or 'paper'
+    (eqs. (2)-(5) with the seed post's sign corrections, softmax classifiers, log-loss D_x)."""
+
+    def __init__(self, objective: str = "code"):
+        assert objective in ("code", "paper"), objective
+        self.paper = objective == "paper"
+        self.bce = nn.BCEWithLogitsLoss()
+
+    def domain_loss(self, logits, code):
+        """-E[log P(l = code)]: sigmoid BCE (code) or softmax cross-entropy (paper)."""
+        if self.paper:
+            return nn.functional.cross_entropy(logits, code)  # probability targets
+        return self.bce(logits, code)
+
+    def encoder_adversarial(self, logits, code):
+        """BCE to 1 - code (code) or +E[log P(l_v = v_c | z)] = -L_Dv (paper)."""
+        if self.paper:
+            return -nn.functional.cross_entropy(logits, code)
+        return self.bce(logits, 1 - code)
+
+    def critic_terms(self, s_real, s_fake):
+        """(real, fake): (-mean D(real), mean D(fake)) or (E[log(1 - D(real))], E[log D(fake)])."""
+        if self.paper:
+            return (nn.functional.logsigmoid(-s_real).mean(),
+                    nn.functional.logsigmoid(s_fake).mean())
+        return -s_real.mean(), s_fake.mean()
+
+    def generator_adversarial(self, s_fake):
+        """-mean D(fake) (code) or -E[log D(fake)] (paper)."""
+        if self.paper:
+            return -nn.functional.logsigmoid(s_fake).mean()
+        return -s_fake.mean()
+
+
 class LambdaRamp:
     """One `trainer.lambda` entry: cur = init; after each step, if inc*cur < inc*final: cur += inc."""
 
@@ -187,8 +222,9 @@ class UFDNFaceReference:
 
     def __init__(self, vae: UFDN, d_feat: Discriminator, d_pix: Discriminator,
                  lambdas: Mapping[str, Sequence[float]], lr: float = 1e-4,
-                 betas: tuple[float, float] = (0.5, 0.999)):
+                 betas: tuple[float, float] = (0.5, 0.999), objective: str = "code"):
         self.vae, self.d_feat, self.d_pix = vae, d_feat, d_pix
+        self.obj = Objective(objective)
         self.opt_vae = torch.optim.Adam(vae.parameters(), lr=lr, betas=betas)
         self.opt_df = torch.optim.Adam(d_feat.parameters(), lr=lr, betas=betas)
         self.opt_dp = torch.optim.Adam(d_pix.parameters(), lr=lr, betas=betas)
@@ -202,30 +238,33 @@ class UFDNFaceReference:
 
     def d_feat_loss(self, x, v, eps):
         z = self.vae(x, return_enc=True, eps=eps).detach()
-        return self.bce(self.d_feat(z), v)
+        return self.obj.domain_loss(self.d_feat(z), v)
 
     def d_pix_loss(self, x, v, t, eps, alpha):
         s_real, c_real = self.d_pix(x)
         x_fake = self.vae(x, insert_attrs=t, eps=eps)[0].detach()
         s_fake, _ = self.d_pix(x_fake)
+        real, fake = self.obj.critic_terms(s_real, s_fake)
+        terms = {"Dx_clf": self.obj.domain_loss(c_real, v), "Dx_real": real, "Dx_fake": fake}
+        total = terms["Dx_clf"] + terms["Dx_fake"] + terms["Dx_real"]
+        if self.obj.paper:  # the paper's D_x has no gradient penalty
+            return total, terms
         gp = calc_gradient_penalty(self.d_pix, x, x_fake, alpha)
-        terms = {"Dx_clf": self.bce(c_real, v), "Dx_real": -s_real.mean(),
-                 "Dx_fake": s_fake.mean(), "gp": gp}
-        total = terms["Dx_clf"] + terms["Dx_fake"] + terms["Dx_real"] + self.lam("gp") * gp
-        return total, terms
+        terms["gp"] = gp
+        return total + self.lam("gp") * gp, terms
 
     def vae_losses(self, x, v, t, eps_rec, eps_feat, eps_pix, eps_unused):
         x_rec, mu, logvar = self.vae(x, insert_attrs=v, eps=eps_rec)
         mse, kl = vae_loss(x_rec, x, mu, logvar)
         rec = self.lam("pix_recon") * mse + self.lam("kl") * kl
         z2 = self.vae(x, return_enc=True, eps=eps_feat)
-        feat = self.lam("feat_domain") * self.bce(self.d_feat(z2), 1 - v)
+        feat = self.lam("feat_domain") * self.obj.encoder_adversarial(self.d_feat(z2), v)
         z3 = self.vae(x, return_enc=True, eps=eps_pix).detach()
         x_tr = self.vae.decode(z3, t)
         self.vae(x_tr, return_enc=True, eps=eps_unused)  # unused; BN statistics only
         s, c = self.d_pix(x_tr)
-        adv = -self.lam("pix_adv") * s.mean()
-        clf = self.lam("pix_clf") * self.bce(c, t)
+        adv = self.lam("pix_adv") * self.obj.generator_adversarial(s)
+        clf = self.lam("pix_clf") * self.obj.domain_loss(c, t)
         terms = {"mse": mse, "kl": kl, "rec": rec, "feat": feat, "adv": adv, "clf": clf}
         return rec, feat, adv + clf, terms
 
@@ -257,8 +296,9 @@ class UFDNUdaReference:
 
     def __init__(self, vae: UFDN, d_feat: Discriminator, d_digit: Discriminator,
                  lambdas: Mapping[str, Sequence[float]], lr: float = 1e-4,
-                 betas: tuple[float, float] = (0.5, 0.999)):
+                 betas: tuple[float, float] = (0.5, 0.999), objective: str = "code"):
         self.vae, self.d_feat, self.d_digit = vae, d_feat, d_digit
+        self.obj = Objective(objective)
         self.opt_vae = torch.optim.Adam(list(vae.parameters()) + list(d_digit.parameters()),
                                         lr=lr, betas=betas)
         self.opt_df = torch.optim.Adam(d_feat.parameters(), lr=lr, betas=betas)
@@ -273,7 +313,7 @@ class UFDNUdaReference:
         lam = {k: r.cur for k, r in self.ramps.items()}
         self.opt_df.zero_grad()
         z = self.vae(x, return_enc=True, eps=noise["eps_dv"]).detach()
-        l_dv = self.bce(self.d_feat(z), code)
+        l_dv = self.obj.domain_loss(self.d_feat(z), code)
         l_dv.backward()
         self.opt_df.step()
         self.opt_vae.zero_grad()
@@ -282,7 +322,7 @@ class UFDNUdaReference:
         rec = lam["pix_recon"] * mse + lam["kl"] * kl
         rec.backward()
         z2 = self.vae(x, return_enc=True, eps=noise["eps_feat"])
-        feat = lam["feat_domain"] * self.bce(self.d_feat(z2), 1 - code)
+        feat = lam["feat_domain"] * self.obj.encoder_adversarial(self.d_feat(z2), code)
         feat.backward()
         z3 = self.vae(x, return_enc=True, eps=noise["eps_digit"])
         digit = self.ce(self.d_digit(z3), labels)

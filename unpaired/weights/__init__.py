@@ -19,11 +19,12 @@ from unpaired.weights.torch_pickle import (
     read_torch_file,
     torch_nn_classes,
 )
-from unpaired.weights.torch_writer import write_torch_file
+from unpaired.weights.torch_writer import write_torch_dicts, write_torch_file
 
 __all__ = [
     "BundleEntry", "BundleError", "list_tf_checkpoint", "read_tf_checkpoint",
     "ModuleStandIn", "StandIns", "TorchFileError", "UnsafePickleError",
     "load_state_dict_file", "module_state_dict", "read_torch_file", "torch_nn_classes",
+    "write_torch_dicts",
     "write_torch_file",
 ]

@@ -71,6 +71,19 @@ def _state_dict_pickle(arrays: Mapping[str, np.ndarray]) -> bytes:
             + pickle.REDUCE + pickle.MARK + items + pickle.SETITEMS + pickle.STOP)
 
 
+def _nested_pickle(groups: Mapping[str, Mapping[str, np.ndarray]]) -> bytes:
+    """A dict of OrderedDicts of tensors (e.g. UNIT's {'a': state_dict, 'b': state_dict})."""
+    body, index = b"", 0
+    for group, arrays in groups.items():
+        items = b""
+        for name, array in arrays.items():
+            items += _str(name) + _tensor(str(index), array)
+            index += 1
+        body += (_str(group) + _global("collections", "OrderedDict") + pickle.EMPTY_TUPLE
+                 + pickle.REDUCE + pickle.MARK + items + pickle.SETITEMS)
+    return pickle.PROTO + b"\x02" + pickle.EMPTY_DICT + pickle.MARK + body + pickle.SETITEMS + pickle.STOP
+
+
 def _write_aligned(archive: zipfile.ZipFile, name: str, data: bytes) -> None:
     """A stored record whose data starts on a 64-byte boundary (padding in the extra field)."""
     start = archive.fp.tell() + 30 + len(name.encode("utf-8")) + 4
@@ -81,9 +94,7 @@ def _write_aligned(archive: zipfile.ZipFile, name: str, data: bytes) -> None:
     archive.writestr(info, data)
 
 
-def write_torch_file(state_dict: Mapping[str, np.ndarray], path: str | os.PathLike) -> None:
-    """Writes `state_dict` (name -> numpy array) as a zip `.pth` that torch loads as tensors."""
-    path = os.fspath(path)
+def _checked(state_dict: Mapping[str, np.ndarray], path: str) -> dict[str, np.ndarray]:
     arrays = {}
     for name, value in state_dict.items():
         array = np.asarray(value, order="C")  # (ascontiguousarray would make 0-d arrays 1-d)
@@ -93,11 +104,31 @@ def write_torch_file(state_dict: Mapping[str, np.ndarray], path: str | os.PathLi
         if not array.dtype.isnative:
             array = array.astype(array.dtype.newbyteorder("="))
         arrays[str(name)] = array
+    return arrays
+
+
+def _write_archive(path: str, pickled: bytes, arrays: list[np.ndarray]) -> None:
     stem = os.path.splitext(os.path.basename(path))[0] or "archive"
     stem = "".join(c if c.isalnum() or c in "_-" else "_" for c in stem)
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
-        _write_aligned(archive, f"{stem}/data.pkl", _state_dict_pickle(arrays))
+        _write_aligned(archive, f"{stem}/data.pkl", pickled)
         _write_aligned(archive, f"{stem}/byteorder", b"little" if np.little_endian else b"big")
-        for i, array in enumerate(arrays.values()):
+        for i, array in enumerate(arrays):
             _write_aligned(archive, f"{stem}/data/{i}", array.tobytes())
         _write_aligned(archive, f"{stem}/version", b"3\n")
+
+
+def write_torch_file(state_dict: Mapping[str, np.ndarray], path: str | os.PathLike) -> None:
+    """Writes `state_dict` (name -> numpy array) as a zip `.pth` that torch loads as tensors."""
+    path = os.fspath(path)
+    arrays = _checked(state_dict, path)
+    _write_archive(path, _state_dict_pickle(arrays), list(arrays.values()))
+
+
+def write_torch_dicts(groups: Mapping[str, Mapping[str, np.ndarray]],
+                      path: str | os.PathLike) -> None:
+    """Writes {group: state_dict} (e.g. UNIT's {'a': ..., 'b': ...}) as one zip `.pt` file."""
+    path = os.fspath(path)
+    checked = {str(g): _checked(sd, path) for g, sd in groups.items()}
+    _write_archive(path, _nested_pickle(checked),
+                   [a for arrays in checked.values() for a in arrays.values()])

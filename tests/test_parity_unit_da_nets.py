@@ -53,8 +53,8 @@ def test_generator_train_mode_outputs_codes_and_running_stats(in_a, in_b):
     with torch.no_grad():
         t_out = tgen(ref.with_xy(nchw(x_a)), ref.with_xy(nchw(x_b)),
                      nchw(eps))
-    out, updated = gen.apply(gvars, nets.with_xy(x_a), nets.with_xy(x_b), eps, train=True,
-                             mutable=["batch_stats"])
+    out, updated = jax.jit(lambda v, a, b, e: gen.apply(v, a, b, e, train=True, mutable=["batch_stats"]))(
+        gvars, nets.with_xy(x_a), nets.with_xy(x_b), eps)
     for ours, theirs in zip(out[:4], t_out[:4]):
         assert rel_err(ours, nhwc(theirs)) < 1e-5
     mu, sd = t_out[4][0]
@@ -73,7 +73,7 @@ def test_generator_eval_translation_uses_running_stats_and_the_mean():
     tgen.eval()
     with torch.no_grad():
         want = tgen.translate_a2b(ref.with_xy(nchw(x)))
-    got = gen.apply(gvars, nets.with_xy(x), "A", "B", False, method="translate")
+    got = jax.jit(lambda v, x: gen.apply(v, x, "A", "B", False, method="translate"))(gvars, nets.with_xy(x))
     assert rel_err(got, nhwc(want)) < 1e-5
 
 
@@ -88,16 +88,17 @@ def test_discriminator_heads_features_and_dropout_masks():
         t_cls = tdis.classify_a(nchw(x_a), [nchw(k) for k in keep_a])
         tdis.eval()
         t_cls_b = tdis.classify_b(nchw(x_b))
-    res, h3a, h3b = dis.apply(dvars, x_a, x_b, keep)
+    forward = jax.jit(dis.apply)
+    res, h3a, h3b = forward(dvars, x_a, x_b, keep)
     assert res.shape == (6, 2) and h3a.shape == (3, 2, 2, 64)
     assert rel_err(res, t_res.numpy()) < 1e-5
     assert rel_err(h3a, nhwc(t_h3a)) < 1e-5 and rel_err(h3b, nhwc(t_h3b)) < 1e-5
-    cls = dis.apply(dvars, x_a, "A", keep_a, method="classify")
-    assert rel_err(cls, t_cls.numpy()) < 1e-5
-    assert rel_err(dis.apply(dvars, x_b, "B", method="classify"), t_cls_b.numpy()) < 1e-5
+    classify = jax.jit(lambda v, x, d, k: dis.apply(v, x, d, k, method="classify"), static_argnums=2)
+    assert rel_err(classify(dvars, x_a, "A", keep_a), t_cls.numpy()) < 1e-5
+    assert rel_err(classify(dvars, x_b, "B", None), t_cls_b.numpy()) < 1e-5
     # the masks matter: another draw changes the real/fake logits
     other = [np.asarray(m) for m in nets.dropout_masks(jax.random.key(9), 6, 8)]
-    assert rel_err(dis.apply(dvars, x_a, x_b, other)[0], t_res.numpy()) > 1e-3
+    assert rel_err(forward(dvars, x_a, x_b, other)[0], t_res.numpy()) > 1e-3
 
 
 def test_state_dict_names_are_version_02_ones_and_shared_layers_exist_once():

@@ -176,3 +176,16 @@ def test_three_full_steps_match_in_float64():
                 assert int(ours[name][key]) == int(value) == 6, key  # two G passes per step
             else:
                 assert rel_err(ours[name][key], value.numpy()) < 1e-9, (name, key)
+
+
+def test_reference_step_is_registered_for_the_benchmark():
+    from unpaired.torch_reference import build_reference_step
+
+    config = tiny_config()
+    step = build_reference_step(config)
+    before = [p.detach().clone() for p in step.model.gen.parameters()]
+    x = torch.rand(BATCH, 1, 32, 32) * 2 - 1
+    d_loss, g_loss = step(x, -x)
+    assert np.isfinite(float(d_loss)) and np.isfinite(float(g_loss))
+    assert any(not torch.equal(a, b) for a, b in zip(before, step.model.gen.parameters()))
+    assert step.model.dis_opt.param_groups[0]["weight_decay"] == config.weight_decay

@@ -263,20 +263,28 @@ class UNITDA:
         from unpaired import data  # pylint: disable=import-outside-toplevel
 
         spec = DataSpec(domains=(TARGET,), channels={TARGET: self.channels[TARGET]}, labels=(TARGET,))
-        loader = data.make_loader(self.config.data, split="test",
-                                  batch_size=int(self.config.test_batch_size), seed=0, spec=spec)
         accuracy = jax.jit(self.digit_accuracy)
         correct = total = 0
-        try:
-            for i in range(loader.steps_per_epoch):
-                batch = loader.batch(i)
-                n = len(batch[TARGET])
-                acc = accuracy(state.params, state.model_state, batch[TARGET],
-                               batch[DataSpec.label_key(TARGET)])
-                correct += float(acc) * n
-                total += n
-        finally:
-            loader.close()
+        size = int(self.config.test_batch_size)
+        # Full batches, then the ragged rest one image at a time (the loader drops it).
+        loader = data.make_loader(self.config.data, split="test", batch_size=1, seed=0, spec=spec)
+        count = loader.num_samples
+        loader.close()
+        for batch_size, first, last in ((size, 0, count // size), (1, count // size * size, count)):
+            if last <= first:
+                continue
+            loader = data.make_loader(self.config.data, split="test", batch_size=batch_size,
+                                      seed=0, spec=spec)
+            try:
+                for i in range(first, last):
+                    batch = loader.batch(i)
+                    n = len(batch[TARGET])
+                    acc = accuracy(state.params, state.model_state, batch[TARGET],
+                                   batch[DataSpec.label_key(TARGET)])
+                    correct += round(float(acc) * n)
+                    total += n
+            finally:
+                loader.close()
         result = {"step": int(state.step), "domain": TARGET, "split": "test",
                   "accuracy": correct / max(total, 1), "images": total}
         with open(os.path.join(workdir, "da_accuracy.json"), "w", encoding="utf-8") as f:

@@ -261,8 +261,38 @@ class UNITDAReference:
         return loss
 
     def step(self, images_a, labels_a, images_b, noise: Sequence[Any] | None = None):
-        """One iteration of the DA training script: dis.train(), dis_update, gen_update."""
+        """One iteration of the DA training script: dis.train(), dis_update, gen_update;
+        returns the two losses."""
         self.dis.train()
         dn, gn = noise if noise is not None else (None, None)
-        self.dis_update(images_a, labels_a, images_b, dn)
-        self.gen_update(images_a, images_b, gn)
+        d_loss = self.dis_update(images_a, labels_a, images_b, dn)
+        return d_loss, self.gen_update(images_a, images_b, gn)
+
+
+def reference_step(config, device: str = "cpu", dtype=None, compile: bool = False):
+    """One iteration of the DA training script (dis_update, gen_update) on fresh reference
+    networks built from `config` (gen_ch, dis_ch, input_dim_a/b, loss weights, Adam), as
+    `step(images_a, images_b)` for `unpaired.benchmark`; the source labels are fixed
+    random digits drawn once. `dtype=torch.bfloat16` runs under autocast; `compile=True`
+    compiles both networks."""
+    a, b = int(config.input_dim_a), int(config.input_dim_b)
+    gen = CoVAE32x32(int(config.gen_ch), a + 2, a, b + 2, b)
+    dis = CoDis32x32(int(config.dis_ch), a, b)
+    init_reference(gen, dis)
+    gen, dis = gen.to(device).train(), dis.to(device).train()
+    hp = {k: float(config[k]) for k in ("gan_w", "cls_w", "feature_w", "kl_normalized_direct_w",
+                                        "ll_normalized_direct_w")}
+    model = UNITDAReference(gen, dis, hp, float(config.lr), (float(config.beta1), float(config.beta2)),
+                            float(config.weight_decay))
+    if compile:
+        model.gen, model.dis = torch.compile(gen), torch.compile(dis)
+    labels = torch.randint(0, 10, (int(config.batch_size),),
+                           generator=torch.Generator().manual_seed(0)).to(device)
+    autocast = dtype is not None and dtype != torch.float32
+
+    def step(images_a, images_b):
+        with torch.autocast(device_type=device, dtype=dtype, enabled=autocast):
+            return model.step(images_a, labels, images_b)
+
+    step.model = model
+    return step

@@ -132,3 +132,31 @@ def test_affine_free_batchnorm_matches_torch_train_and_eval():
     with torch.no_grad():
         te = tbn.eval()(nchw(x))
     assert rel_err(bn.apply(upd, x, False), nhwc(te)) < 1e-5
+
+
+def test_version_02_gen_file_loads_without_torch_and_translates_equal_to_torch(tmp_path):
+    """A `*_gen_XXXXXXXX.pkl` as version_02 saves it (one state_dict; PyTorch 0.3 had no
+    `num_batches_tracked`), read through the method's loader."""
+    from configs import unit as unit_config
+    from unpaired import methods
+    from unpaired.methods.translation import TranslationRequest
+
+    tgen, _, _, _, _, _ = _pair(8, 8)
+    legacy = {k: v for k, v in tgen.state_dict().items() if not k.endswith("num_batches_tracked")}
+    torch.save(legacy, tmp_path / "mnist2usps_gen_00000100.pkl")
+    config = unit_config.get_config("mnist2usps")
+    config.gen_ch = config.dis_ch = 8
+    method = methods.build(config)
+    params, model_state, served = method.load_official(
+        str(tmp_path / "mnist2usps_gen_00000100.pkl"), TranslationRequest(direction="AtoB"))
+    assert served.direction == "AtoB"
+    x = _images(2, 1, 7)
+    tgen.eval()
+    with torch.no_grad():
+        want = tgen.translate_a2b(ref.with_xy(nchw(x)))
+    assert rel_err(jax.jit(method.translate, static_argnums=2)(params, x, "AtoB", model_state),
+                   nhwc(want)) < 1e-5
+    config.gen_ch = 6
+    with pytest.raises(torch_io.StateDictMismatchError, match=r"mnist2usps_gen_00000100\.pkl: key .* has shape"):
+        methods.build(config).load_official(str(tmp_path / "mnist2usps_gen_00000100.pkl"),
+                                            TranslationRequest(direction="AtoB"))

@@ -156,6 +156,9 @@ def test_version_02_gen_file_loads_without_torch_and_translates_equal_to_torch(t
         want = tgen.translate_a2b(ref.with_xy(nchw(x)))
     assert rel_err(jax.jit(method.translate, static_argnums=2)(params, x, "AtoB", model_state),
                    nhwc(want)) < 1e-5
+    exported = method.export_official(params, model_state)
+    assert set(exported) == set(tgen.state_dict())
+    assert all(np.array_equal(exported[k], v.numpy()) for k, v in legacy.items())
     config.gen_ch = 6
     with pytest.raises(torch_io.StateDictMismatchError, match=r"mnist2usps_gen_00000100\.pkl: key .* has shape"):
         methods.build(config).load_official(str(tmp_path / "mnist2usps_gen_00000100.pkl"),

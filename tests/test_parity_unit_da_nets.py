@@ -107,9 +107,11 @@ def test_state_dict_names_are_version_02_ones_and_shared_layers_exist_once():
     assert gen_keys == set(tgen.state_dict())
     assert {"g_en_conv1.model.0.weight", "g_en_conv1.model.1.running_var", "g_en_conv1.model.2.bias",
             "g_vae.en_sigma.bias", "g_de_conv3_b.model.0.weight", "de_conv4_a.bias"} <= gen_keys
-    assert not any(k.startswith("g_en_conv1") for k in gvars["params"]["g_en_conv0_a"])
-    assert "weight" not in str(gvars["params"]["g_en_conv1"]["model_1"] if "model_1" in
-                               gvars["params"]["g_en_conv1"] else "")  # affine-free BN
+    # affine-free BN: statistics only; Bias2d is the block's learned bias
+    assert set(gvars["params"]["g_en_conv1"]) == {"model_0", "model_2"}
+    assert set(gvars["batch_stats"]["g_en_conv1"]["model_1"]) == {"mean", "var", "num_batches_tracked"}
+    count = lambda tree: sum(int(np.prod(np.shape(v))) for v in jax.tree.leaves(tree))
+    assert count(gvars["params"]) == sum(p.numel() for p in tgen.parameters())
     assert set(gvars["params"]) == {"g_en_conv0_a", "g_en_conv0_b", "g_en_conv1", "g_en_conv2",
                                     "g_en_conv3", "g_vae", "g_de_conv0", "g_de_conv1", "g_de_conv2",
                                     "g_de_conv3_a", "g_de_conv3_b", "de_conv4_a", "de_conv4_b"}

@@ -118,7 +118,9 @@ class UNITDA:
                 jax.ShapeDtypeStruct((n, size, size, b), jnp.float32))
 
     def init_variables(self, key: Array) -> dict[str, Any]:
-        """Fresh variables: G convs N(0, 0.02); D convs xavier-uniform (gain sqrt 2), biases 0.1."""
+        """Fresh variables as the trainer inits: G conv weights N(0, 0.02) (conv biases 0 here,
+        PyTorch's default uniform there; Bias2d N(0, 0.002)); D convs xavier-uniform (gain
+        sqrt 2), biases 0.1."""
         out = {}
         for name, k in zip(self.networks, jax.random.split(key, len(self.networks))):
             x = [jnp.zeros(s.shape, s.dtype) for s in self._example_inputs(name)]

@@ -141,8 +141,8 @@ class CoVAE32x32(nn.Module):
 
 
 class GaussianVAE2D(nn.Module):
-    """`g_vae`: 1x1 convs `en_mu` and `en_sigma` (softplus): the full-covariance-free VAE's
-    mean and standard deviation per latent channel."""
+    """`g_vae`: 1x1 convs `en_mu` and `en_sigma` (softplus): the diagonal Gaussian posterior's
+    mean and standard deviation per latent channel (the full mu/sigma VAE)."""
 
     features: int
 

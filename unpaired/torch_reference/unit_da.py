@@ -118,7 +118,8 @@ def _conv_relu_pool(n_in: int, n_out: int) -> nn.Sequential:
 
 
 class CoDis32x32(nn.Module):
-    """The coupled discriminator; `keep`: four dropout keep masks (NCHW) or None (modules)."""
+    """The coupled discriminator; `keep`: four dropout keep masks (NCHW), or None for
+    F.dropout (p 0.1, 0.3, 0.5, 0.5) in train mode."""
 
     def __init__(self, ch: int = 64, input_dim_a: int = 3, input_dim_b: int = 1):
         super().__init__()
@@ -129,7 +130,6 @@ class CoDis32x32(nn.Module):
         self.conv3 = _conv_relu_pool(ch * 4, ch * 8)
         self.conv4 = nn.Conv2d(ch * 8, 2, 2, 1, 0)
         self.conv_cl = nn.Conv2d(ch * 8, 10, 2, 1, 0)
-        self.dropouts = [nn.Dropout(r) for r in DROPOUT_RATES]  # not registered: no state
 
     def _drop(self, i: int, x, keep):
         if keep is None:

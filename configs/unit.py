@@ -7,6 +7,9 @@ Keys follow the reference's yaml (mingyuliutw/UNIT master `configs/unit_*_folder
           give the data as --config.data.dataroot=<folder with trainA/trainB>.
   digits  built-in, offline: handwritten (A) to printed (B) digits, 32x32 grayscale,
           tiny widths, a few hundred steps in minutes on a CPU.
+  mnist2usps, usps2mnist  the digit domain-adaptation model (method unit_da, version_02
+          CoVAE32x32 + CoDis32x32) on ../shared/data: source A labelled, target B; the
+          target test accuracy is printed and saved at the end (`da_config`).
 """
 
 import ml_collections
@@ -16,6 +19,8 @@ from unpaired.data.config import data_config
 
 def get_config(preset: str = "folder") -> ml_collections.ConfigDict:
     """The resolved config for `preset`; every field can be overridden as --config.x=y."""
+    if preset in DA_PRESETS:
+        return da_config(preset)
     c = ml_collections.ConfigDict()
     c.method = "unit"
     c.seed = 0
@@ -97,5 +102,52 @@ def get_config(preset: str = "folder") -> ml_collections.ConfigDict:
         c.data.no_flip = True
         c.data.num_workers = 2
     else:
-        raise ValueError(f"unknown unit preset {preset!r}; expected folder or digits")
+        raise ValueError(f"unknown unit preset {preset!r}; expected folder, digits, {', '.join(DA_PRESETS)}")
+    return c
+
+
+DA_PRESETS = ("mnist2usps", "usps2mnist")
+
+
+def da_config(preset: str) -> ml_collections.ConfigDict:
+    """The digit DA presets (method unit_da): version_02 `svhn2mnist.yaml` networks, loss
+    weights and Adam, on MNIST <-> USPS from ../shared/data at 32x32 (A source, B target)."""
+    c = ml_collections.ConfigDict()
+    c.method = "unit_da"
+    c.seed = 0
+    c.input_dim_a = 1             # image channels (the generator adds the 2 xy channels)
+    c.input_dim_b = 1
+    c.gen_ch = 96                 # CoVAE32x32 base width (version_02 head; 64 before 2034e5f)
+    c.dis_ch = 64                 # CoDis32x32 base width
+    # Loss weights (yaml names).
+    c.gan_w = 1.0
+    c.cls_w = 10.0                # classifier CE on the labelled source (D update)
+    c.feature_w = 1e-4            # feature matching of the shared D trunk (D update)
+    c.kl_normalized_direct_w = 1e-4
+    c.ll_normalized_direct_w = 1e-3
+    # Adam as COCOGANDAContextTrainer: lr 2e-4, betas (0.5, 0.999), coupled L2 5e-4, constant.
+    c.lr = 2e-4
+    c.beta1 = 0.5
+    c.beta2 = 0.999
+    c.weight_decay = 5e-4
+    c.batch_size = 64             # per domain
+    c.test_batch_size = 100       # target test-set evaluation at the end
+    c.n_epochs = 1                # the loop's epoch keys; the run is counted in max_steps
+    c.n_epochs_decay = 0
+    c.epoch_count = 1
+    c.dtype = "float32"
+    c.max_steps = 200000          # max_iterations
+    c.log_every = 10
+    c.sample_every = 500
+    c.checkpoint_every = 1000
+    c.keep_checkpoints = 3
+    c.init_from = ""
+    c.init_networks = ""
+    c.verify_checkpoints = True
+    c.data = data_config("idx", preprocess="none", load_size=32, crop_size=32, no_flip=True,
+                         num_workers=2)
+    c.data.image_size = 32        # MNIST 28 and USPS 16 are resized (bicubic) to 32
+    mnist = "../shared/data/mnist/train-images-idx3-ubyte.gz"
+    usps = "../shared/data/usps/train-images-idx3-ubyte.gz"
+    c.data.idx_A, c.data.idx_B = (mnist, usps) if preset == "mnist2usps" else (usps, mnist)
     return c

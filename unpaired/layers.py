@@ -428,6 +428,7 @@ class BatchNorm(nn.Module):
     init_gain: float = 0.02
     running_var: str = "unbiased"  # unbiased (PyTorch) | biased (TF slim, Flax)
     scale_mean: float = 1.0  # UFDN's `weights_init` draws gamma from N(0, 0.02): scale_mean=0
+    affine: bool = True  # False: `BatchNorm2d(affine=False)`, no scale/bias (UNIT's digit CoVAE)
 
     @nn.compact
     def __call__(self, x: Array, train: bool = True) -> Array:
@@ -435,8 +436,11 @@ class BatchNorm(nn.Module):
         scale_init = lambda key, shape, dtype: self.scale_mean + self.init_gain * jax.random.normal(
             key, shape, dtype
         )
-        scale = self.param("scale", scale_init, (features,), jnp.float32)
-        bias = self.param("bias", nn.initializers.zeros, (features,), jnp.float32)
+        if self.affine:
+            scale = self.param("scale", scale_init, (features,), jnp.float32)
+            bias = self.param("bias", nn.initializers.zeros, (features,), jnp.float32)
+        else:
+            scale, bias = 1.0, 0.0
         ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), jnp.float32)
         ra_var = self.variable("batch_stats", "var", jnp.ones, (features,), jnp.float32)
         tracked = self.variable(

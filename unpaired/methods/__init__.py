@@ -51,6 +51,7 @@ import ml_collections
 _REGISTRY = {
     "cyclegan": ("unpaired.methods.cyclegan", "CycleGAN"),
     "unit": ("unpaired.methods.unit", "UNIT"),
+    "unit_da": ("unpaired.methods.unit_da", "UNITDA"),
     "dtn_pretrain": ("unpaired.methods.dtn", "DTNPretrain"),
     "dtn": ("unpaired.methods.dtn", "DTN"),
     "ufdn": ("unpaired.methods.ufdn", "UFDN"),

@@ -173,11 +173,20 @@ def _ufdn_step(config, device: str, dtype, compile: bool = False) -> StepFn:
     return step
 
 
+def _unit_da_step(config, device: str, dtype, compile: bool = False) -> StepFn:
+    """UNIT's digit DA iteration (version_02 `COCOGANDAContextTrainer`): see
+    `unpaired.torch_reference.unit_da.reference_step`."""
+    from unpaired.torch_reference import unit_da
+
+    return unit_da.reference_step(config, device, dtype, compile)
+
+
 # Builders by `config.method`: (config, device, dtype, compile=False) -> step(*images).
 REFERENCE_STEPS: dict[str, Callable[..., StepFn]] = {
     "cyclegan": _cyclegan_step,
     "unit": _unit_step,
     "ufdn": _ufdn_step,
+    "unit_da": _unit_da_step,
 }
 
 

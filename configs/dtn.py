@@ -50,6 +50,17 @@ def get_config(preset: str = "digits") -> ml_collections.ConfigDict:
     c.beta = 15.0
     c.gamma = 0.0
     c.tv_eps = 1e-8             # sqrt(dx^2 + dy^2 + tv_eps): finite TV gradient on flat pixels
+    # Stage 2 objective: "paper" (ternary D, L_CONST trains g, f frozen, one g and one D
+    # update per step) or "code" (yunjey's TF code: binary D, five TF-Adam train ops per
+    # step; alpha weighs f_src's L_CONST, beta g_trg's identity MSE; gamma must be 0).
+    c.variant = "paper"
+    c.d_src_updates = 1         # code variant, per step: d_src runs, then
+    c.g_src_updates = 6         # g_src runs, then f_src once if due, then
+    c.d_trg_updates = 2         # d_trg runs, then
+    c.g_trg_updates = 4         # g_trg runs
+    c.f_interval = 15           # f_src runs when (step mod steps_per_epoch) % interval == 0;
+    c.f_interval_late = 30      # the interval once step > f_interval_switch
+    c.f_interval_switch = 1600
     # Optimisation: Adam(0.0003) with TF defaults, constant rate, as the reference.
     c.lr = 3e-4
     c.beta1 = 0.9

@@ -37,7 +37,8 @@ def torch_nets(config, dtype, seed=0):
     tnets = {
         "f": ref.ContentExtractor(config.nf, config.feature_dim, config.num_classes),
         "g": ref.Generator(config.feature_dim, config.ngf, config.output_nc),
-        "D": ref.Discriminator(config.output_nc, config.ndf, 3),
+        "D": ref.Discriminator(config.output_nc, config.ndf,
+                               1 if config.get("variant", "paper") == "code" else 3),
     }
     for net in tnets.values():
         ref.glorot_init(net, gen)

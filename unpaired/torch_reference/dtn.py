@@ -286,3 +286,116 @@ class PretrainReference:
         loss.backward()
         self.opt.step()
         return float(loss)
+
+
+class TFAdam(torch.optim.Optimizer):
+    """tf.train.AdamOptimizer re-expressed: m, v as usual, then
+    theta -= lr sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps) (eps on the raw sqrt(v))."""
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple = (0.9, 0.999), eps: float = 1e-8):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["m"] = torch.zeros_like(p)
+                    state["v"] = torch.zeros_like(p)
+                state["step"] += 1
+                t = state["step"]
+                state["m"].mul_(b1).add_(p.grad, alpha=1 - b1)
+                state["v"].mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
+                lr_t = group["lr"] * (1 - b2 ** t) ** 0.5 / (1 - b1 ** t)
+                p.sub_(lr_t * state["m"] / (state["v"].sqrt() + group["eps"]))
+
+
+class DTNCodeReference:
+    """Stage 2 as yunjey's TF code trains it (dtn.md 2.5): binary D, five TF-Adam train ops.
+
+    Source sub-graph: fx = f(s), fake = g(fx), logits = D(fake), fgfx = f(fake);
+    d_src = BCE(logits, 0) (D), g_src = BCE(logits, 1) (g), f_src = alpha mse(fx, fgfx) (f).
+    Target ops run the source sub-graph too (its BN updates are attached to them), then
+    reconst = g(f(t)); d_trg = BCE(D(reconst), 0) + BCE(D(t), 1) (D);
+    g_trg = BCE(D(reconst), 1) + beta mse(reconst, t) (g). Every op recomputes its forward
+    with the current weights, differentiates its loss with respect to its own network
+    only, and steps its own TFAdam. BN moving averages: once per call, in call order.
+    """
+
+    OPS = {"d_src": "D", "g_src": "g", "f_src": "f", "d_trg": "D", "g_trg": "g"}
+
+    def __init__(self, f: nn.Module, g: nn.Module, D: nn.Module, lr: float = 3e-4,
+                 beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                 alpha: float = 15.0, beta: float = 15.0,
+                 updates: tuple = (1, 6, 2, 4), f_interval: tuple = (15, 30, 1600),
+                 steps_per_epoch: int = 732):
+        self.nets = {"f": f, "g": g, "D": D}
+        self.alpha, self.beta = alpha, beta
+        self.updates = dict(zip(("d_src", "g_src", "d_trg", "g_trg"), updates))
+        self.f_interval, self.steps_per_epoch = f_interval, steps_per_epoch
+        self.opts = {op: TFAdam(self.nets[net].parameters(), lr=lr, betas=(beta1, beta2), eps=eps)
+                     for op, net in self.OPS.items()}
+        self.steps = 0
+
+    @staticmethod
+    def _bce(logits: torch.Tensor, label: float) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, label))
+
+    def source_graph(self, s: torch.Tensor) -> dict:
+        f, g, D = self.nets["f"], self.nets["g"], self.nets["D"]
+        fx = f(s)
+        fake = g(fx)
+        logits = D(fake)
+        fgfx = f(fake)
+        return {"d_src": self._bce(logits, 0.0), "g_src": self._bce(logits, 1.0),
+                "f_src": self.alpha * F.mse_loss(fx, fgfx)}
+
+    def target_graph(self, s: torch.Tensor, t: torch.Tensor) -> dict:
+        self.source_graph(s)
+        f, g, D = self.nets["f"], self.nets["g"], self.nets["D"]
+        reconst = g(f(t))
+        logits_fake = D(reconst)
+        logits_real = D(t)
+        terms = {"d_trg": self._bce(logits_fake, 0.0) + self._bce(logits_real, 1.0),
+                 "g_trg_gan": self._bce(logits_fake, 1.0),
+                 "tid": self.beta * F.mse_loss(reconst, t)}
+        terms["g_trg"] = terms["g_trg_gan"] + terms["tid"]
+        return terms
+
+    def run_op(self, op: str, s: torch.Tensor, t: torch.Tensor) -> dict:
+        """One sess.run of train op `op`: forward, gradient of its loss for its net, TF Adam."""
+        terms = self.source_graph(s) if op.endswith("_src") else self.target_graph(s, t)
+        net = self.nets[self.OPS[op]]
+        grads = torch.autograd.grad(terms[op], list(net.parameters()), allow_unused=True)
+        for p, grad in zip(net.parameters(), grads):  # f's `out` head is unused: zero gradient
+            p.grad = torch.zeros_like(p) if grad is None else grad
+        self.opts[op].step()
+        for p in net.parameters():
+            p.grad = None
+        return {k: float(v.detach()) for k, v in terms.items()}
+
+    def f_due(self, step: int) -> bool:
+        early, late, switch = self.f_interval
+        return (step % self.steps_per_epoch) % (late if step > switch else early) == 0
+
+    def step(self, s: torch.Tensor, t: torch.Tensor) -> dict:
+        """One iteration of solver.train's loop on (s, t); losses of each op's last run."""
+        for _ in range(self.updates["d_src"]):
+            d_src = self.run_op("d_src", s, t)
+        for _ in range(self.updates["g_src"]):
+            src = self.run_op("g_src", s, t)
+        due = self.f_due(self.steps)
+        f_terms = self.run_op("f_src", s, t) if due else src
+        for _ in range(self.updates["d_trg"]):
+            d_trg = self.run_op("d_trg", s, t)
+        for _ in range(self.updates["g_trg"]):
+            trg = self.run_op("g_trg", s, t)
+        self.steps += 1
+        return {"D_src": d_src["d_src"], "G_src": src["g_src"], "const": f_terms["f_src"],
+                "D_trg": d_trg["d_trg"], "G_trg": trg["g_trg"], "G_trg_gan": trg["g_trg_gan"],
+                "tid": trg["tid"], "f_updated": float(due)}

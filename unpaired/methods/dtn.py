@@ -24,6 +24,7 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from unpaired import losses
@@ -96,7 +97,14 @@ def import_tf_networks(method: Any, path: str, names: tuple[str, ...]) -> dict[s
     out = {}
     for name in names:
         template = jax.tree.map(lambda t: jnp.zeros(t.shape, t.dtype), method.network_template(name))
-        out[name] = nets.from_tf(name, arrays, template, source=path, optional=("out",))
+        try:
+            out[name] = nets.from_tf(name, arrays, template, source=path, optional=("out",))
+        except ValueError as err:
+            binary = np.shape(arrays.get("discriminator/conv4/biases", ())) == (1,)
+            if name == "D" and binary and getattr(method, "variant", "code") == "paper":
+                raise ValueError(f"{err}; this is the public code's binary D: load it with "
+                                 "--config.variant=code") from err
+            raise
     return out
 
 

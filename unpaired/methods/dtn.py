@@ -235,6 +235,7 @@ class DTN:
 
     name = "dtn"
     networks = ("f", "g", "D")
+    benchmark_note = "stage 2 from a random (Glorot) f, not a pretrained one"
     groups = {"g": ("g",), "D": ("D",)}
     visual_names = ("source", "fake_source", "target", "fake_target")
     size_multiple = 32

@@ -103,10 +103,53 @@ def _unit_step(config, device: str, dtype, compile: bool = False) -> StepFn:
     return step
 
 
+def _dtn_step(config, device: str, dtype, compile: bool = False) -> StepFn:
+    """One DTN stage-2 step, `step(source, target)`, on fresh Glorot-initialised f, g, D.
+
+    `config.variant` 'paper': `DTNReference.step` (g then D, f frozen); 'code': one iteration
+    of the public code's five-op schedule, `DTNCodeReference.step`, with one batch per epoch
+    (f's op every step, as the benchmark's JAX side builds the method). f is random, not
+    pretrained: the step's cost does not depend on it. `dtype=torch.bfloat16` runs under
+    autocast; `compile=True` compiles each network.
+    """
+    import torch
+
+    from unpaired.torch_reference import dtn as ref
+
+    nets = {"f": ref.ContentExtractor(config.nf, config.feature_dim, config.num_classes),
+            "g": ref.Generator(config.feature_dim, config.ngf, config.output_nc),
+            "D": ref.Discriminator(config.output_nc, config.ndf,
+                                   1 if config.get("variant", "paper") == "code" else 3)}
+    nets = {name: ref.glorot_init(net).to(device).train() for name, net in nets.items()}
+    if compile:
+        nets = {name: torch.compile(net) for name, net in nets.items()}
+    common = dict(lr=config.lr, beta1=config.beta1, beta2=config.beta2, eps=config.adam_eps,
+                  alpha=config.alpha, beta=config.beta)
+    if config.get("variant", "paper") == "code":
+        model = ref.DTNCodeReference(
+            nets["f"], nets["g"], nets["D"], **common,
+            updates=(config.d_src_updates, config.g_src_updates, config.d_trg_updates,
+                     config.g_trg_updates),
+            f_interval=(config.f_interval, config.f_interval_late, config.f_interval_switch),
+            steps_per_epoch=1)
+    else:
+        model = ref.DTNReference(nets["f"], nets["g"], nets["D"], **common, gamma=config.gamma,
+                                 tv_eps=config.tv_eps)
+    autocast = dtype is not None and dtype != torch.float32
+
+    def step(source, target):
+        with torch.autocast(device_type=device, dtype=dtype, enabled=autocast):
+            return model.step(source, target)
+
+    step.model = model
+    return step
+
+
 # Builders by `config.method`: (config, device, dtype, compile=False) -> step(*images).
 REFERENCE_STEPS: dict[str, Callable[..., StepFn]] = {
     "cyclegan": _cyclegan_step,
     "unit": _unit_step,
+    "dtn": _dtn_step,
 }
 
 

@@ -40,6 +40,7 @@ def get_config(preset: str = "digits") -> ml_collections.ConfigDict:
     c.input_nc = 1              # source channels (f repeats 1 channel to 3)
     c.output_nc = 1             # target channels (g's output)
     # Networks (reference widths: f 64-128-256 -> 128, g 512-256-128, D 128-256-512).
+    c.f_arch = "code"           # f: "code" (stride-2 convs + BN + tanh) or "paper" (conv + max-pool)
     c.nf = 64
     c.feature_dim = 128
     c.num_classes = 10

@@ -71,6 +71,8 @@ def _validate_common(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"config.{key}={config[key]!r} must be in [0, 1)")
     if not config.adam_eps > 0:
         raise ConfigError(f"config.adam_eps={config.adam_eps!r} must be > 0")
+    if config.get("f_arch", "code") not in nets.F_ARCHS:
+        raise ConfigError(f"config.f_arch={config.f_arch!r} must be one of {', '.join(nets.F_ARCHS)}")
     if config.data.crop_size != 32:
         raise ConfigError(f"config.data.crop_size={config.data.crop_size} must be 32: DTN's f "
                           "and g are the reference's 32x32 networks")
@@ -148,7 +150,8 @@ class DTNPretrain:
         self.config = config
         self.source = config.source_domain
         self.modules = {"f": nets.ContentExtractor(config.nf, config.feature_dim,
-                                                   config.num_classes, _dtype(config))}
+                                                   config.num_classes, _dtype(config),
+                                                   config.get("f_arch", "code"))}
         self.tx = {"f": _adam(config)}
 
     def init_variables(self, key: Array) -> dict[str, Any]:
@@ -277,7 +280,8 @@ class DTN:
         self.variant = config.get("variant", "paper")
         self.steps_per_epoch = max(int(steps_per_epoch), 1)
         self.modules = {
-            "f": nets.ContentExtractor(config.nf, config.feature_dim, config.num_classes, dtype),
+            "f": nets.ContentExtractor(config.nf, config.feature_dim, config.num_classes, dtype,
+                                       config.get("f_arch", "code")),
             "g": nets.Generator(config.ngf, config.output_nc, dtype),
             # The paper's ternary D; the public code's binary D (one logit).
             "D": nets.Discriminator(config.ndf, 1 if self.variant == "code" else 3, dtype),

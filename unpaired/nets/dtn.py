@@ -49,9 +49,27 @@ def _deconv(features: int, kernel: int, padding: str, name: str, dtype: Any = No
                                   dtype=dtype, name=name)
 
 
-class ContentExtractor(nn.Module):
-    """f: 32x32 image -> (B, 1, 1, feature_dim) in (-1, 1); `logits=True` adds the `out` head.
+F_ARCHS = ("code", "paper")
 
+
+def _paper_f(x: Array, nf: int, feature_dim: int, dtype: Any) -> Array:
+    """The paper's f: four 3x3 stride-1 'SAME' convs (nf, 2nf, 4nf, feature_dim), each
+    followed by max pooling (2x2, 2x2, 2x2, then 4x4) and ReLU; the feature is the
+    (B, 1, 1, feature_dim) activation after the last pooling, before its ReLU."""
+    for i, width in enumerate((nf, 2 * nf, 4 * nf), start=1):
+        x = layers.Conv2d(width, 3, stride=1, padding=1, init_type="xavier_uniform",
+                          init_gain=1.0, dtype=dtype, name=f"conv{i}")(x)
+        x = nn.relu(nn.max_pool(x, (2, 2), strides=(2, 2)))
+    x = layers.Conv2d(feature_dim, 3, stride=1, padding=1, init_type="xavier_uniform",
+                      init_gain=1.0, dtype=dtype, name="conv4")(x)
+    return nn.max_pool(x, (4, 4), strides=(4, 4))
+
+
+class ContentExtractor(nn.Module):
+    """f: 32x32 image -> (B, 1, 1, feature_dim); `logits=True` adds the `out` head.
+
+    `arch='code'`: the TF code's stride-2 convs + BN, feature in (-1, 1) (tanh);
+    `arch='paper'`: conv + max-pool (`_paper_f`), no BN, the head on ReLU(feature).
     1-channel inputs are repeated to 3 channels, as tf.image.grayscale_to_rgb does.
     """
 
@@ -59,11 +77,20 @@ class ContentExtractor(nn.Module):
     feature_dim: int = 128
     num_classes: int = 10
     dtype: Any = None
+    arch: str = "code"
 
     @nn.compact
     def __call__(self, x: Array, train: bool = True, logits: bool = False) -> Array:
         if x.shape[-1] == 1:
             x = jnp.repeat(x, 3, axis=-1)
+        if self.arch == "paper":
+            x = _paper_f(x, self.nf, self.feature_dim, self.dtype)
+            if self.is_initializing() or logits:
+                out = layers.Conv2d(self.num_classes, 1, init_type="xavier_uniform", init_gain=1.0,
+                                    dtype=self.dtype, name="out")(nn.relu(x))
+                if logits:
+                    return out.reshape(x.shape[0], -1)
+            return x
         for i, width in enumerate((self.nf, 2 * self.nf, 4 * self.nf), start=1):
             x = _conv(width, 3, "SAME", f"conv{i}", self.dtype)(x)
             x = nn.relu(_bn(f"bn{i}")(x, train))

@@ -116,7 +116,9 @@ def _dtn_step(config, device: str, dtype, compile: bool = False) -> StepFn:
 
     from unpaired.torch_reference import dtn as ref
 
-    nets = {"f": ref.ContentExtractor(config.nf, config.feature_dim, config.num_classes),
+    f_class = ref.PaperContentExtractor if config.get("f_arch", "code") == "paper" else \
+        ref.ContentExtractor
+    nets = {"f": f_class(config.nf, config.feature_dim, config.num_classes),
             "g": ref.Generator(config.feature_dim, config.ngf, config.output_nc),
             "D": ref.Discriminator(config.output_nc, config.ndf,
                                    1 if config.get("variant", "paper") == "code" else 3)}

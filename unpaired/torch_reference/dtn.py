@@ -111,6 +111,26 @@ class ContentExtractor(nn.Module):
         return self.out(x).flatten(1) if logits else x
 
 
+class PaperContentExtractor(nn.Module):
+    """The paper's f: 3x3 convs (padding 1) each followed by max-pool (2, 2, 2, 4) and ReLU;
+    the feature is taken after the last pool, before its ReLU; `out` (1x1) on ReLU(feature)."""
+
+    def __init__(self, nf: int = 64, feature_dim: int = 128, num_classes: int = 10):
+        super().__init__()
+        widths = (3, nf, 2 * nf, 4 * nf, feature_dim)
+        for i in range(1, 5):
+            setattr(self, f"conv{i}", nn.Conv2d(widths[i - 1], widths[i], 3, padding=1))
+        self.out = nn.Conv2d(feature_dim, num_classes, 1)
+
+    def forward(self, x: torch.Tensor, logits: bool = False) -> torch.Tensor:
+        if x.shape[1] == 1:
+            x = x.repeat(1, 3, 1, 1)
+        for i in range(1, 4):
+            x = F.relu(F.max_pool2d(getattr(self, f"conv{i}")(x), 2))
+        x = F.max_pool2d(self.conv4(x), 4)
+        return self.out(F.relu(x)).flatten(1) if logits else x
+
+
 class Generator(nn.Module):
     """g: deconv1 (4x4 VALID) + bn + ReLU, deconv2-3 (3x3 SAME) + bn + ReLU, deconv4 + tanh."""
 

@@ -98,4 +98,5 @@ def get_config(preset: str = "digits") -> ml_collections.ConfigDict:
         usps = "../shared/data/usps/train-images-idx3-ubyte.gz"
         c.source_domain, c.target_domain = "A", "B"
         c.data.idx_A, c.data.idx_B = (mnist, usps) if base == "mnist2usps" else (usps, mnist)
+        c.data.image_resize = "lanczos"  # the reference: PIL Image.ANTIALIAS (Lanczos) to 32x32
     return c

@@ -9,13 +9,18 @@ Presets:
                                     target handwritten (A), 32x32, narrow nets, CPU minutes.
   mnist2usps / mnist2usps_pretrain  ../shared/data IDX files, the reference's widths.
   usps2mnist / usps2mnist_pretrain  the reverse direction.
+  faces                             64x64 RGB folders (<dataroot>/trainA photos, trainB
+                                    emoji), one more block in f, g and D, the paper's face
+                                    weights (alpha 100, beta 1, gamma 0.05); no stage 1:
+                                    f comes from a converted encoder (--config.init_from=
+                                    a TF bundle prefix or a .pth state_dict with f's names).
 """
 
 import ml_collections
 
 from unpaired.data.config import data_config
 
-PRESETS = ("digits", "mnist2usps", "usps2mnist")
+PRESETS = ("digits", "mnist2usps", "usps2mnist", "faces")
 
 
 def _data(source: str) -> ml_collections.ConfigDict:
@@ -28,6 +33,9 @@ def get_config(preset: str = "digits") -> ml_collections.ConfigDict:
     """The resolved config for `preset`; every field can be overridden as --config.x=y."""
     stage1 = preset.endswith("_pretrain")
     base = preset[: -len("_pretrain")] if stage1 else preset
+    if preset == "faces_pretrain":
+        raise ValueError("dtn preset 'faces' has no stage 1 (its folders have no labels): take f "
+                         "from a converted face encoder with --config.init_from")
     if base not in PRESETS:
         raise ValueError(f"unknown dtn preset {preset!r}; expected one of "
                          f"{', '.join(p + s for p in PRESETS for s in ('', '_pretrain'))}")
@@ -92,6 +100,14 @@ def get_config(preset: str = "digits") -> ml_collections.ConfigDict:
         c.log_every = 25
         c.sample_every = 100
         c.checkpoint_every = 100
+    elif base == "faces":
+        c.data = data_config("folder", preprocess="resize_and_crop", load_size=64, crop_size=64,
+                             no_flip=True, num_workers=2)
+        c.source_domain, c.target_domain = "A", "B"   # trainA photos -> trainB emoji
+        c.input_nc = c.output_nc = 3
+        c.nf, c.ngf, c.ndf = 64, 64, 64
+        c.alpha, c.beta, c.gamma = 100.0, 1.0, 0.05
+        c.batch_size = 32
     else:
         c.data = _data("idx")
         mnist = "../shared/data/mnist/train-images-idx3-ubyte.gz"

@@ -9,6 +9,12 @@
   L_G = L_GANG + alpha L_CONST + beta L_TID + gamma L_TV (MSE distances; TV anisotropic
   with B = 1 on the (H-1)x(W-1) pixels that have a right and a lower neighbour).
 
+`config.variant='code'` trains stage 2 as the public TF code does instead (binary D; five
+train ops with their own TF Adam, `unpaired.tf_adam`: d_src x1, g_src x6, f_src (L_CONST
+training f only) when the batch index is a multiple of 15 (30 after step 1600), d_trg x2,
+g_trg x4), all inside one jitted `train_step`: the schedule comes from `state.step`.
+`config.f_arch='paper'` swaps f for the paper's conv + max-pool extractor (both stages).
+
 Two methods, not one with a `config.stage`: the stages have different networks,
 optimizer groups, data (stage 1 reads labels, stage 2 two domains) and init rules,
 and the seams ask exactly these of a method. Facts: `shared/reference/dtn.md`.
@@ -53,7 +59,7 @@ def _adam(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
 
 
 def _validate_common(config: ml_collections.ConfigDict) -> None:
-    """Keys both stages share: widths, channels, domains, Adam, 32x32 images."""
+    """Keys both stages share: widths, channels, domains, Adam, 32x32 (or 64x64) images."""
     check_present(config, NETWORK_KEYS + ("source_domain", "target_domain", "lr", "beta1",
                                           "beta2", "adam_eps"))
     for key in NETWORK_KEYS:
@@ -73,9 +79,12 @@ def _validate_common(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"config.adam_eps={config.adam_eps!r} must be > 0")
     if config.get("f_arch", "code") not in nets.F_ARCHS:
         raise ConfigError(f"config.f_arch={config.f_arch!r} must be one of {', '.join(nets.F_ARCHS)}")
-    if config.data.crop_size != 32:
-        raise ConfigError(f"config.data.crop_size={config.data.crop_size} must be 32: DTN's f "
-                          "and g are the reference's 32x32 networks")
+    if config.data.crop_size not in nets.SIZES:
+        raise ConfigError(f"config.data.crop_size={config.data.crop_size} must be 32 or 64: DTN's "
+                          "f and g are the reference's 32x32 networks (64: one more block each)")
+    if config.get("f_arch", "code") == "paper" and config.data.crop_size != 32:
+        raise ConfigError(f"config.data.crop_size={config.data.crop_size} must be 32 with "
+                          "config.f_arch='paper' (the paper's f pools 32x32 down to 1x1)")
 
 
 def import_tf_networks(method: Any, path: str, names: tuple[str, ...]) -> dict[str, Any]:
@@ -90,6 +99,8 @@ def import_tf_networks(method: Any, path: str, names: tuple[str, ...]) -> dict[s
     if unknown or not names:
         raise ValueError(f"config.init_networks must name some of {', '.join(method.networks)} "
                          f"for a TF checkpoint (got {','.join(names) or 'nothing'})")
+    if path.endswith(".pth"):
+        return _import_pth(method, path, names)
     try:
         present = list_tf_checkpoint(path)
         wanted = [v for v in present if v.split("/")[0] in {nets.SCOPES[n] for n in names}]
@@ -115,6 +126,22 @@ def f_update_due(step: Array, steps_per_epoch: int, config: ml_collections.Confi
     i % f_interval == 0, the interval f_interval_late once step > f_interval_switch."""
     interval = jnp.where(step > config.f_interval_switch, config.f_interval_late, config.f_interval)
     return (step % steps_per_epoch) % interval == 0
+
+
+def _import_pth(method: Any, path: str, names: tuple[str, ...]) -> dict[str, Any]:
+    """f (only) from a `.pth` state_dict a user converted, e.g. a face encoder, named and laid
+    out like the torch re-expression's content extractor; read without torch."""
+    from unpaired.weights import TorchFileError, load_state_dict_file  # pylint: disable=import-outside-toplevel
+
+    if tuple(names) != ("f",):
+        raise ValueError(f"config.init_networks={','.join(names)!r}: a .pth file ({path}) "
+                         "provides f only")
+    try:
+        state = load_state_dict_file(path)
+    except (OSError, TorchFileError) as err:
+        raise ValueError(f"{path}: {err}") from err
+    template = jax.tree.map(lambda t: jnp.zeros(t.shape, t.dtype), method.network_template("f"))
+    return {"f": nets.from_torch_state("f", state, template, source=path, optional=("out",))}
 
 
 def _dtype(config: ml_collections.ConfigDict) -> Any:
@@ -156,7 +183,8 @@ class DTNPretrain:
 
     def init_variables(self, key: Array) -> dict[str, Any]:
         """Glorot-uniform f, with its classifier head."""
-        x = jnp.zeros((1, 32, 32, self.config.input_nc))
+        size = self.config.data.crop_size
+        x = jnp.zeros((1, size, size, self.config.input_nc))
         return {"f": self.modules["f"].init(key, x, False)}
 
     def state_from_variables(self, variables: Mapping[str, Any], key: Array) -> TrainState:
@@ -172,7 +200,8 @@ class DTNPretrain:
 
     def network_template(self, name: str) -> Any:
         """Shapes and dtypes of f's variables."""
-        x = jnp.zeros((1, 32, 32, self.config.input_nc))
+        size = self.config.data.crop_size
+        x = jnp.zeros((1, size, size, self.config.input_nc))
         return jax.eval_shape(lambda: self.modules[name].init(jax.random.key(0), x, False))
 
     def import_weights(self, path: str, names: tuple[str, ...]) -> dict[str, Any]:
@@ -234,7 +263,8 @@ class DTNPretrain:
 
 
 class DTN:
-    """Stage 2, the paper's objective: networks f (frozen), g and a ternary D."""
+    """Stage 2: the paper's objective (f frozen, ternary D) or, with config.variant='code',
+    the public code's (binary D, f trained by L_CONST, five TF Adam groups)."""
 
     name = "dtn"
     networks = ("f", "g", "D")
@@ -278,11 +308,12 @@ class DTN:
         self.source, self.target = config.source_domain, config.target_domain
         dtype = _dtype(config)
         self.variant = config.get("variant", "paper")
+        self.size_multiple = int(config.data.crop_size)  # g makes exactly this size
         self.steps_per_epoch = max(int(steps_per_epoch), 1)
         self.modules = {
             "f": nets.ContentExtractor(config.nf, config.feature_dim, config.num_classes, dtype,
                                        config.get("f_arch", "code")),
-            "g": nets.Generator(config.ngf, config.output_nc, dtype),
+            "g": nets.Generator(config.ngf, config.output_nc, dtype, config.data.crop_size),
             # The paper's ternary D; the public code's binary D (one logit).
             "D": nets.Discriminator(config.ndf, 1 if self.variant == "code" else 3, dtype),
         }
@@ -298,9 +329,9 @@ class DTN:
 
     # ----------------------------------------------------------------- state
     def _inputs(self) -> dict[str, Array]:
-        c = self.config
-        return {"f": jnp.zeros((1, 32, 32, c.input_nc)), "g": jnp.zeros((1, 1, 1, c.feature_dim)),
-                "D": jnp.zeros((1, 32, 32, c.output_nc))}
+        c, size = self.config, self.config.data.crop_size
+        return {"f": jnp.zeros((1, size, size, c.input_nc)), "g": jnp.zeros((1, 1, 1, c.feature_dim)),
+                "D": jnp.zeros((1, size, size, c.output_nc))}
 
     def init_variables(self, key: Array) -> dict[str, Any]:
         """Glorot-uniform f, g, D (f is replaced by config.init_from before training)."""

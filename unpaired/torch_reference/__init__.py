@@ -118,10 +118,12 @@ def _dtn_step(config, device: str, dtype, compile: bool = False) -> StepFn:
 
     f_class = ref.PaperContentExtractor if config.get("f_arch", "code") == "paper" else \
         ref.ContentExtractor
-    nets = {"f": f_class(config.nf, config.feature_dim, config.num_classes),
-            "g": ref.Generator(config.feature_dim, config.ngf, config.output_nc),
+    size = int(config.data.crop_size)
+    f_sized = {} if f_class is ref.PaperContentExtractor else {"size": size}
+    nets = {"f": f_class(config.nf, config.feature_dim, config.num_classes, **f_sized),
+            "g": ref.Generator(config.feature_dim, config.ngf, config.output_nc, size),
             "D": ref.Discriminator(config.output_nc, config.ndf,
-                                   1 if config.get("variant", "paper") == "code" else 3)}
+                                   1 if config.get("variant", "paper") == "code" else 3, size)}
     nets = {name: ref.glorot_init(net).to(device).train() for name, net in nets.items()}
     if compile:
         nets = {name: torch.compile(net) for name, net in nets.items()}

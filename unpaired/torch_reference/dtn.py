@@ -13,6 +13,8 @@ Flax layers with an independent statement of TF's semantics:
 Module attributes carry the TF layer names (conv1, bn1, conv_transpose1, ...) so
 ``tf_state(net, scope)`` names every tensor as a TF checkpoint does, in TF layout.
 ``DTNReference`` is stage 2 with the paper's objective (ternary D, f frozen),
+``DTNCodeReference`` stage 2 as the public code trains it (binary D, five ``TFAdam``
+train ops), ``PaperContentExtractor`` the paper's conv + max-pool f,
 ``PretrainReference`` stage 1 (f as a classifier). Works in float32 and float64.
 """
 
@@ -92,22 +94,24 @@ class TFBatchNorm(nn.Module):
 class ContentExtractor(nn.Module):
     """f: conv1-3 (3x3 SAME) + bn + ReLU, conv4 (4x4 VALID) + bn4 + tanh; `out` 1x1 head."""
 
-    def __init__(self, nf: int = 64, feature_dim: int = 128, num_classes: int = 10):
+    def __init__(self, nf: int = 64, feature_dim: int = 128, num_classes: int = 10, size: int = 32):
         super().__init__()
-        widths = (3, nf, 2 * nf, 4 * nf)
-        for i in range(1, 4):
+        self.n = {32: 3, 64: 4}[size]  # stride-2 blocks down to 4x4
+        widths = (3,) + tuple(nf * 2 ** i for i in range(self.n))
+        for i in range(1, self.n + 1):
             setattr(self, f"conv{i}", TFConv(widths[i - 1], widths[i], 3, "SAME"))
             setattr(self, f"bn{i}", TFBatchNorm(widths[i]))
-        self.conv4 = TFConv(4 * nf, feature_dim, 4, "VALID")
-        self.bn4 = TFBatchNorm(feature_dim)
+        setattr(self, f"conv{self.n + 1}", TFConv(widths[-1], feature_dim, 4, "VALID"))
+        setattr(self, f"bn{self.n + 1}", TFBatchNorm(feature_dim))
         self.out = TFConv(feature_dim, num_classes, 1, "VALID")
 
     def forward(self, x: torch.Tensor, logits: bool = False) -> torch.Tensor:
         if x.shape[1] == 1:
             x = x.repeat(1, 3, 1, 1)  # tf.image.grayscale_to_rgb
-        for i in range(1, 4):
+        for i in range(1, self.n + 1):
             x = F.relu(getattr(self, f"bn{i}")(getattr(self, f"conv{i}")(x)))
-        x = torch.tanh(self.bn4(self.conv4(x)))
+        last = self.n + 1
+        x = torch.tanh(getattr(self, f"bn{last}")(getattr(self, f"conv{last}")(x)))
         return self.out(x).flatten(1) if logits else x
 
 
@@ -134,40 +138,39 @@ class PaperContentExtractor(nn.Module):
 class Generator(nn.Module):
     """g: deconv1 (4x4 VALID) + bn + ReLU, deconv2-3 (3x3 SAME) + bn + ReLU, deconv4 + tanh."""
 
-    def __init__(self, feature_dim: int = 128, ngf: int = 128, output_nc: int = 1):
+    def __init__(self, feature_dim: int = 128, ngf: int = 128, output_nc: int = 1, size: int = 32):
         super().__init__()
-        self.conv_transpose1 = TFDeconv(feature_dim, 4 * ngf, 4, "VALID")
-        self.bn1 = TFBatchNorm(4 * ngf)
-        self.conv_transpose2 = TFDeconv(4 * ngf, 2 * ngf, 3, "SAME")
-        self.bn2 = TFBatchNorm(2 * ngf)
-        self.conv_transpose3 = TFDeconv(2 * ngf, ngf, 3, "SAME")
-        self.bn3 = TFBatchNorm(ngf)
-        self.conv_transpose4 = TFDeconv(ngf, output_nc, 3, "SAME")
+        self.n = {32: 3, 64: 4}[size]
+        widths = (feature_dim,) + tuple(ngf * 2 ** (self.n - i) for i in range(1, self.n + 1))
+        for i in range(1, self.n + 1):
+            kernel, padding = (4, "VALID") if i == 1 else (3, "SAME")
+            setattr(self, f"conv_transpose{i}", TFDeconv(widths[i - 1], widths[i], kernel, padding))
+            setattr(self, f"bn{i}", TFBatchNorm(widths[i]))
+        setattr(self, f"conv_transpose{self.n + 1}", TFDeconv(ngf, output_nc, 3, "SAME"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for i in range(1, 4):
+        for i in range(1, self.n + 1):
             x = F.relu(getattr(self, f"bn{i}")(getattr(self, f"conv_transpose{i}")(x)))
-        return torch.tanh(self.conv_transpose4(x))
+        return torch.tanh(getattr(self, f"conv_transpose{self.n + 1}")(x))
 
 
 class Discriminator(nn.Module):
     """D: conv1 + ReLU + bn1 + ReLU, conv2-3 + bn + ReLU, conv4 (4x4 VALID) -> (B, outputs)."""
 
-    def __init__(self, input_nc: int = 1, ndf: int = 128, num_outputs: int = 1):
+    def __init__(self, input_nc: int = 1, ndf: int = 128, num_outputs: int = 1, size: int = 32):
         super().__init__()
-        self.conv1 = TFConv(input_nc, ndf, 3, "SAME")
-        self.bn1 = TFBatchNorm(ndf)
-        self.conv2 = TFConv(ndf, 2 * ndf, 3, "SAME")
-        self.bn2 = TFBatchNorm(2 * ndf)
-        self.conv3 = TFConv(2 * ndf, 4 * ndf, 3, "SAME")
-        self.bn3 = TFBatchNorm(4 * ndf)
-        self.conv4 = TFConv(4 * ndf, num_outputs, 4, "VALID")
+        self.n = {32: 3, 64: 4}[size]
+        widths = (input_nc,) + tuple(ndf * 2 ** i for i in range(self.n))
+        for i in range(1, self.n + 1):
+            setattr(self, f"conv{i}", TFConv(widths[i - 1], widths[i], 3, "SAME"))
+            setattr(self, f"bn{i}", TFBatchNorm(widths[i]))
+        setattr(self, f"conv{self.n + 1}", TFConv(widths[-1], num_outputs, 4, "VALID"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn1(F.relu(self.conv1(x))))
-        x = F.relu(self.bn2(self.conv2(x)))
-        x = F.relu(self.bn3(self.conv3(x)))
-        return self.conv4(x).flatten(1)
+        for i in range(2, self.n + 1):
+            x = F.relu(getattr(self, f"bn{i}")(getattr(self, f"conv{i}")(x)))
+        return getattr(self, f"conv{self.n + 1}")(x).flatten(1)
 
 
 def glorot_init(net: nn.Module, generator: torch.Generator | None = None) -> nn.Module:

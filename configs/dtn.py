@@ -9,13 +9,18 @@ Presets:
                                     target handwritten (A), 32x32, narrow nets, CPU minutes.
   mnist2usps / mnist2usps_pretrain  ../shared/data IDX files, the reference's widths.
   usps2mnist / usps2mnist_pretrain  the reverse direction.
+  faces                             64x64 RGB folders (<dataroot>/trainA photos, trainB
+                                    emoji), one more block in f, g and D, the paper's face
+                                    weights (alpha 100, beta 1, gamma 0.05); no stage 1:
+                                    f comes from a converted encoder (--config.init_from=
+                                    a TF bundle prefix or a .pth state_dict with f's names).
 """
 
 import ml_collections
 
 from unpaired.data.config import data_config
 
-PRESETS = ("digits", "mnist2usps", "usps2mnist")
+PRESETS = ("digits", "mnist2usps", "usps2mnist", "faces")
 
 
 def _data(source: str) -> ml_collections.ConfigDict:
@@ -28,6 +33,9 @@ def get_config(preset: str = "digits") -> ml_collections.ConfigDict:
     """The resolved config for `preset`; every field can be overridden as --config.x=y."""
     stage1 = preset.endswith("_pretrain")
     base = preset[: -len("_pretrain")] if stage1 else preset
+    if preset == "faces_pretrain":
+        raise ValueError("dtn preset 'faces' has no stage 1 (its folders have no labels): take f "
+                         "from a converted face encoder with --config.init_from")
     if base not in PRESETS:
         raise ValueError(f"unknown dtn preset {preset!r}; expected one of "
                          f"{', '.join(p + s for p in PRESETS for s in ('', '_pretrain'))}")
@@ -40,6 +48,7 @@ def get_config(preset: str = "digits") -> ml_collections.ConfigDict:
     c.input_nc = 1              # source channels (f repeats 1 channel to 3)
     c.output_nc = 1             # target channels (g's output)
     # Networks (reference widths: f 64-128-256 -> 128, g 512-256-128, D 128-256-512).
+    c.f_arch = "code"           # f: "code" (stride-2 convs + BN + tanh) or "paper" (conv + max-pool)
     c.nf = 64
     c.feature_dim = 128
     c.num_classes = 10
@@ -50,6 +59,17 @@ def get_config(preset: str = "digits") -> ml_collections.ConfigDict:
     c.beta = 15.0
     c.gamma = 0.0
     c.tv_eps = 1e-8             # sqrt(dx^2 + dy^2 + tv_eps): finite TV gradient on flat pixels
+    # Stage 2 objective: "paper" (ternary D, L_CONST trains g, f frozen, one g and one D
+    # update per step) or "code" (yunjey's TF code: binary D, five TF-Adam train ops per
+    # step; alpha weighs f_src's L_CONST, beta g_trg's identity MSE; gamma must be 0).
+    c.variant = "paper"
+    c.d_src_updates = 1         # code variant, per step: d_src runs, then
+    c.g_src_updates = 6         # g_src runs, then f_src once if due, then
+    c.d_trg_updates = 2         # d_trg runs, then
+    c.g_trg_updates = 4         # g_trg runs
+    c.f_interval = 15           # f_src runs when (step mod steps_per_epoch) % interval == 0;
+    c.f_interval_late = 30      # the interval once step > f_interval_switch
+    c.f_interval_switch = 1600
     # Optimisation: Adam(0.0003) with TF defaults, constant rate, as the reference.
     c.lr = 3e-4
     c.beta1 = 0.9
@@ -80,10 +100,19 @@ def get_config(preset: str = "digits") -> ml_collections.ConfigDict:
         c.log_every = 25
         c.sample_every = 100
         c.checkpoint_every = 100
+    elif base == "faces":
+        c.data = data_config("folder", preprocess="resize_and_crop", load_size=64, crop_size=64,
+                             no_flip=True, num_workers=2)
+        c.source_domain, c.target_domain = "A", "B"   # trainA photos -> trainB emoji
+        c.input_nc = c.output_nc = 3
+        c.nf, c.ngf, c.ndf = 64, 64, 64
+        c.alpha, c.beta, c.gamma = 100.0, 1.0, 0.05
+        c.batch_size = 32
     else:
         c.data = _data("idx")
         mnist = "../shared/data/mnist/train-images-idx3-ubyte.gz"
         usps = "../shared/data/usps/train-images-idx3-ubyte.gz"
         c.source_domain, c.target_domain = "A", "B"
         c.data.idx_A, c.data.idx_B = (mnist, usps) if base == "mnist2usps" else (usps, mnist)
+        c.data.image_resize = "lanczos"  # the reference: PIL Image.ANTIALIAS (Lanczos) to 32x32
     return c

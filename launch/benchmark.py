@@ -154,6 +154,12 @@ def main(argv):
     result["xla_python_client_preallocate"] = os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE")
     result["cpus"] = cpus if cpus is not None else sorted(os.sched_getaffinity(0))
     result["load_avg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    from unpaired import methods
+
+    note = getattr(methods.get_method_class(config.method), "benchmark_note", "")
+    if note:  # e.g. DTN: the stage-2 step runs from a random f
+        result["method_note"] = note
+        print(f"note ({config.method}): {note}")
 
     print(benchmark.format_table(result))
     if _APPEND.value:

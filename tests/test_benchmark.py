@@ -76,6 +76,24 @@ def test_launch_benchmark_smoke(tmp_path):
     assert len(rows) == 3 and "smoke" in rows[-1] and "| 2 | 32 | fp32 |" in rows[-1]
 
 
+def test_launch_benchmark_dtn_digits(tmp_path):
+    """DTN's stage-2 step beside its torch reference step: 2 timed steps, narrow nets."""
+    cmd = [
+        sys.executable, "-m", "launch.benchmark", "--config=configs/dtn.py:digits",
+        "--batch_size=2", "--precision=fp32", "--config.nf=4", "--config.feature_dim=8",
+        "--config.ngf=4", "--config.ndf=4", "--steps=2", "--rounds=1", "--warmup=1",
+        "--torch=eager",
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads([line for line in proc.stdout.splitlines() if line.strip()][-1])
+    assert result["method"] == "dtn"
+    for key in ("img_per_s", "torch_eager_img_per_s", "ratio_vs_torch_eager"):
+        assert _positive(result[key]), (key, result[key])
+    assert result["timed_steps"] == result["torch_eager_timed_steps"] == 2
+    assert "random" in result["method_note"] and "random" in proc.stdout
+
+
 def test_imports_without_torch():
     """`--torch=none` must work without torch: nothing imports it at module load."""
     code = (

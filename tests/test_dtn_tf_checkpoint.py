@@ -50,7 +50,8 @@ def test_f_and_g_load_by_tf_name_with_tf_layouts_and_the_binary_d_is_refused():
     loaded = {k for n in ("f", "g") for k in nets.to_tf(n, variables[n])}
     assert {k for k in arrays if not k.startswith("discriminator/")} <= loaded
     # The reference's D is binary (one logit); the paper's objective needs three classes.
-    with pytest.raises(ValueError, match=r"discriminator/conv4/biases has shape \(1,\), expected \(3,\)"):
+    with pytest.raises(ValueError, match=r"discriminator/conv4/biases has shape \(1,\), "
+                       r"expected \(3,\).*--config.variant=code"):
         method.import_weights(PREFIX, ("D",))
     # TF deconv kernels [kh, kw, out, in] are ours unchanged.
     assert variables["g"]["params"]["conv_transpose1"]["kernel"].shape == (4, 4, 8, 4)
@@ -94,3 +95,32 @@ def test_wrong_widths_name_the_variable_and_shape():
         method.import_weights(PREFIX, ("g",))
     with pytest.raises(ValueError, match="no such file"):
         method.import_weights(os.path.join(os.path.dirname(PREFIX), "dtn-5"), ("g",))
+
+
+def test_the_code_variant_loads_the_binary_d_f_and_g_and_each_matches_torch():
+    """config.variant='code' has the reference's binary D: all three networks load, and D
+    (train and eval mode) and g(f(x)) equal the torch re-expression on the same arrays."""
+    config = fixture_config()
+    config.variant = "code"
+    method = methods.build(config)
+    variables = method.import_weights(PREFIX, ("f", "g", "D"))
+    arrays = expected_arrays()
+    loaded = {k: v for n in ("f", "g", "D") for k, v in nets.to_tf(n, variables[n]).items()}
+    assert set(arrays) <= set(loaded)
+    for key, value in arrays.items():
+        np.testing.assert_array_equal(loaded[key], value, err_msg=key)
+    d = ref.load_tf_state(ref.Discriminator(1, config.ndf, 1), "discriminator", arrays)
+    x = np.random.RandomState(1).uniform(-1, 1, (5, 32, 32, 1)).astype(np.float32)
+    for train in (False, True):
+        with torch.no_grad():
+            expected = d.train(train)(nchw(x)).numpy()
+        ours = method.modules["D"].apply(variables["D"], x, train, mutable=["batch_stats"])[0]
+        assert ours.shape == (5, 1) and rel_err(ours, expected) < 1e-5, train
+    f = ref.load_tf_state(ref.ContentExtractor(config.nf, config.feature_dim), "content_extractor",
+                          {**arrays, **nets.to_tf("f", variables["f"])}).eval()
+    g = ref.load_tf_state(ref.Generator(config.feature_dim, config.ngf, 1), "generator", arrays).eval()
+    with torch.no_grad():
+        expected = g(f(nchw(x))).numpy().transpose(0, 2, 3, 1)
+    params = {n: variables[n]["params"] for n in ("f", "g")}
+    stats = {n: variables[n]["batch_stats"] for n in ("f", "g")}
+    assert rel_err(method.translate(params, x, "AtoB", stats), expected) < 1e-5

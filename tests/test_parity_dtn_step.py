@@ -35,9 +35,11 @@ def tiny_config(stage1=False, **overrides):
 def torch_nets(config, dtype, seed=0):
     gen = torch.Generator().manual_seed(seed)
     tnets = {
-        "f": ref.ContentExtractor(config.nf, config.feature_dim, config.num_classes),
+        "f": (ref.PaperContentExtractor if config.get("f_arch", "code") == "paper"
+              else ref.ContentExtractor)(config.nf, config.feature_dim, config.num_classes),
         "g": ref.Generator(config.feature_dim, config.ngf, config.output_nc),
-        "D": ref.Discriminator(config.output_nc, config.ndf, 3),
+        "D": ref.Discriminator(config.output_nc, config.ndf,
+                               1 if config.get("variant", "paper") == "code" else 3),
     }
     for net in tnets.values():
         ref.glorot_init(net, gen)

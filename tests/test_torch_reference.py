@@ -417,3 +417,38 @@ def test_reference_steps_registry_refuses_methods_without_one() -> None:
     config = ml_collections.ConfigDict({"method": "no_such_method"})
     with pytest.raises(NotImplementedError, match="no_such_method"):
         torch_reference.build_reference_step(config)
+
+
+@pytest.mark.parametrize("variant", ["paper", "code"])
+def test_dtn_reference_step_is_registered_for_both_variants(variant) -> None:
+    """`build_reference_step` gives DTN's stage-2 step: it trains what the variant trains."""
+    from configs import dtn as dtn_config
+    from unpaired import torch_reference
+    from unpaired.torch_reference import dtn as dtn_ref
+
+    config = dtn_config.get_config("digits")
+    config.nf, config.feature_dim, config.ngf, config.ndf = 4, 8, 4, 4
+    config.variant = variant
+    torch.manual_seed(0)
+    step = torch_reference.build_reference_step(config)
+    model = step.model
+    nets = model.nets if variant == "code" else {"f": model.f, "g": model.g, "D": model.D}
+    assert isinstance(model, dtn_ref.DTNCodeReference if variant == "code" else dtn_ref.DTNReference)
+    assert nets["D"].conv4.out_channels == (1 if variant == "code" else 3)
+    before = {n: [p.detach().clone() for p in net.parameters()] for n, net in nets.items()}
+    images = [torch.rand(2, 1, 32, 32) * 2 - 1 for _ in range(2)]
+    losses = step(*images)
+    assert all(v == v and abs(v) < 1e6 for v in losses.values())
+    changed = {n: any(not torch.equal(a, b) for a, b in zip(before[n], net.parameters()))
+               for n, net in nets.items()}
+    # The paper freezes f; the code's f_src op trains it (due every step at one batch per epoch).
+    assert changed == {"f": variant == "code", "g": True, "D": True}
+
+
+def test_methods_without_a_reference_step_still_raise() -> None:
+    from configs import dtn as dtn_config
+    from unpaired import torch_reference
+
+    assert {"cyclegan", "unit", "dtn"} <= set(torch_reference.REFERENCE_STEPS)
+    with pytest.raises(NotImplementedError, match="dtn_pretrain"):
+        torch_reference.build_reference_step(dtn_config.get_config("digits_pretrain"))

@@ -95,6 +95,8 @@ def _validate_data(config: ml_collections.ConfigDict) -> None:
     for key in ("crop_size", "load_size", "image_size"):
         _at_least(data, key, 1, "config.data")
     _at_least(data, "num_workers", 0, "config.data")
+    if data.get("image_resize", "bicubic") not in ("bicubic", "lanczos"):
+        raise ConfigError(f"config.data.image_resize={data.image_resize!r} is not one of bicubic, lanczos")
     if data.bad_image not in ("skip", "error"):
         raise ConfigError(f"config.data.bad_image={data.bad_image!r} is not one of skip, error")
     if data.preprocess in ("resize_and_crop", "scale_width_and_crop") and data.crop_size > data.load_size:

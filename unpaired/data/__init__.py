@@ -77,7 +77,8 @@ def _idx_source(cfg: Any, domain: str, split: str, channels: int, labelled: bool
     """A domain's IDX images (and label file when `labelled`)."""
     image = idx_image_path(cfg, domain, split)
     labels = idx_label_path(cfg, domain, split, image) if labelled else None
-    return IdxSource(image[1], channels=channels, size=_get(cfg, "image_size"), labels_path=labels)
+    return IdxSource(image[1], channels=channels, size=_get(cfg, "image_size"), labels_path=labels,
+                     resample=_get(cfg, "image_resize"))
 
 
 def _tfds_sources(cfg: Any, kind: str, split: str, spec: DataSpec) -> dict[str, DomainSource]:

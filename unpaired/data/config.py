@@ -31,6 +31,7 @@ def data_config(source: str = "folder", **defaults: Any) -> ml_collections.Confi
         tfds_name="",           # our builder's name (tfds) or e.g. cycle_gan/horse2zebra
         data_dir="",            # tensorflow-datasets data_dir
         image_size=32,          # digits / idx: images are resized to this
+        image_resize="bicubic",  # idx: the resize filter, bicubic | lanczos (PIL; DTN's reference)
         preprocess="resize_and_crop",  # resize_and_crop | crop | scale_width | scale_width_and_crop | none
         load_size=286,
         crop_size=256,

@@ -72,6 +72,11 @@ class FolderSource:
         return self.paths[index]
 
 
+# config.data.image_resize: the filter IDX / array images are resized with (PIL's; the DTN
+# reference resizes MNIST with Image.ANTIALIAS, which is LANCZOS).
+RESIZE_FILTERS = {"bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS}
+
+
 class ArraySource:
     """In-memory uint8 images [N, H, W] or [N, H, W, C], optionally resized to `size`."""
 
@@ -83,8 +88,13 @@ class ArraySource:
         size: int | None = None,
         labels: np.ndarray | None = None,
         name: str = "array",
+        resample: str = "bicubic",
     ) -> None:
-        """Keep the array; check its dtype and rank once."""
+        """Keep the array; check its dtype and rank once. `resample`: a RESIZE_FILTERS key."""
+        if resample not in RESIZE_FILTERS:
+            raise DataError(f"{name}: resize filter {resample!r} is not one of "
+                            f"{', '.join(RESIZE_FILTERS)} (config.data.image_resize)")
+        self.resample = RESIZE_FILTERS[resample]
         images = np.asarray(images)
         if images.dtype != np.uint8 or images.ndim not in (3, 4) or len(images) == 0:
             raise DataError(
@@ -102,10 +112,11 @@ class ArraySource:
         return len(self.images)
 
     def __getitem__(self, index: int) -> Image.Image:
-        """Image `index` as a PIL image with `channels` channels, bicubic-resized to `size`."""
+        """Image `index` as a PIL image with `channels` channels, resized to `size` (bicubic
+        unless `resample` says otherwise)."""
         img = as_image(self.images[index], self.channels, name=self.item_name(index))
         if self.size is not None and img.size != (self.size, self.size):
-            img = img.resize((self.size, self.size), Image.Resampling.BICUBIC)
+            img = img.resize((self.size, self.size), self.resample)
         return img
 
     def item_name(self, index: int) -> str:
@@ -123,6 +134,7 @@ class IdxSource(ArraySource):
         channels: int = 1,
         size: int | None = None,
         labels_path: str | os.PathLike[str] | None = None,
+        resample: str = "bicubic",
     ) -> None:
         """Read the whole file (small by nature) and, if given, its label file."""
         path = os.fspath(path)
@@ -138,7 +150,8 @@ class IdxSource(ArraySource):
                 f"IDX label file {os.fspath(labels_path)!r} has {len(labels)} labels for "
                 f"{len(images)} images in {path!r}"
             )
-        super().__init__(images, channels=channels, size=size, labels=labels, name=f"IDX file {path!r}")
+        super().__init__(images, channels=channels, size=size, labels=labels, name=f"IDX file {path!r}",
+                         resample=resample)
 
 
 class TfdsSource:

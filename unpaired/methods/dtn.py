@@ -9,6 +9,12 @@
   L_G = L_GANG + alpha L_CONST + beta L_TID + gamma L_TV (MSE distances; TV anisotropic
   with B = 1 on the (H-1)x(W-1) pixels that have a right and a lower neighbour).
 
+`config.variant='code'` trains stage 2 as the public TF code does instead (binary D; five
+train ops with their own TF Adam, `unpaired.tf_adam`: d_src x1, g_src x6, f_src (L_CONST
+training f only) when the batch index is a multiple of 15 (30 after step 1600), d_trg x2,
+g_trg x4), all inside one jitted `train_step`: the schedule comes from `state.step`.
+`config.f_arch='paper'` swaps f for the paper's conv + max-pool extractor (both stages).
+
 Two methods, not one with a `config.stage`: the stages have different networks,
 optimizer groups, data (stage 1 reads labels, stage 2 two domains) and init rules,
 and the seams ask exactly these of a method. Facts: `shared/reference/dtn.md`.
@@ -24,6 +30,7 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from unpaired import losses
@@ -33,10 +40,16 @@ from unpaired.methods.cyclegan import _Runner
 from unpaired.methods.translation import TranslationRequest
 from unpaired.nets import dtn as nets
 from unpaired.state import TrainState, apply_group_update
+from unpaired.tf_adam import tf_adam
 
 Array = jax.Array
 log = logging.getLogger(__name__)
 NETWORK_KEYS = ("nf", "feature_dim", "num_classes", "ngf", "ndf", "input_nc", "output_nc")
+VARIANTS = ("paper", "code")
+# The public code's five train ops (dtn.md 2.5), each with its own TF Adam, in run order.
+CODE_GROUPS = {"d_src": ("D",), "g_src": ("g",), "f_src": ("f",), "d_trg": ("D",), "g_trg": ("g",)}
+CODE_UPDATE_KEYS = ("d_src_updates", "g_src_updates", "d_trg_updates", "g_trg_updates")
+CODE_F_KEYS = ("f_interval", "f_interval_late", "f_interval_switch")
 
 
 def _adam(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -46,7 +59,7 @@ def _adam(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
 
 
 def _validate_common(config: ml_collections.ConfigDict) -> None:
-    """Keys both stages share: widths, channels, domains, Adam, 32x32 images."""
+    """Keys both stages share: widths, channels, domains, Adam, 32x32 (or 64x64) images."""
     check_present(config, NETWORK_KEYS + ("source_domain", "target_domain", "lr", "beta1",
                                           "beta2", "adam_eps"))
     for key in NETWORK_KEYS:
@@ -64,9 +77,14 @@ def _validate_common(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"config.{key}={config[key]!r} must be in [0, 1)")
     if not config.adam_eps > 0:
         raise ConfigError(f"config.adam_eps={config.adam_eps!r} must be > 0")
-    if config.data.crop_size != 32:
-        raise ConfigError(f"config.data.crop_size={config.data.crop_size} must be 32: DTN's f "
-                          "and g are the reference's 32x32 networks")
+    if config.get("f_arch", "code") not in nets.F_ARCHS:
+        raise ConfigError(f"config.f_arch={config.f_arch!r} must be one of {', '.join(nets.F_ARCHS)}")
+    if config.data.crop_size not in nets.SIZES:
+        raise ConfigError(f"config.data.crop_size={config.data.crop_size} must be 32 or 64: DTN's "
+                          "f and g are the reference's 32x32 networks (64: one more block each)")
+    if config.get("f_arch", "code") == "paper" and config.data.crop_size != 32:
+        raise ConfigError(f"config.data.crop_size={config.data.crop_size} must be 32 with "
+                          "config.f_arch='paper' (the paper's f pools 32x32 down to 1x1)")
 
 
 def import_tf_networks(method: Any, path: str, names: tuple[str, ...]) -> dict[str, Any]:
@@ -81,6 +99,8 @@ def import_tf_networks(method: Any, path: str, names: tuple[str, ...]) -> dict[s
     if unknown or not names:
         raise ValueError(f"config.init_networks must name some of {', '.join(method.networks)} "
                          f"for a TF checkpoint (got {','.join(names) or 'nothing'})")
+    if path.endswith(".pth"):
+        return _import_pth(method, path, names)
     try:
         present = list_tf_checkpoint(path)
         wanted = [v for v in present if v.split("/")[0] in {nets.SCOPES[n] for n in names}]
@@ -90,8 +110,38 @@ def import_tf_networks(method: Any, path: str, names: tuple[str, ...]) -> dict[s
     out = {}
     for name in names:
         template = jax.tree.map(lambda t: jnp.zeros(t.shape, t.dtype), method.network_template(name))
-        out[name] = nets.from_tf(name, arrays, template, source=path, optional=("out",))
+        try:
+            out[name] = nets.from_tf(name, arrays, template, source=path, optional=("out",))
+        except ValueError as err:
+            binary = np.shape(arrays.get("discriminator/conv4/biases", ())) == (1,)
+            if name == "D" and binary and getattr(method, "variant", "code") == "paper":
+                raise ValueError(f"{err}; this is the public code's binary D: load it with "
+                                 "--config.variant=code") from err
+            raise
     return out
+
+
+def f_update_due(step: Array, steps_per_epoch: int, config: ml_collections.ConfigDict) -> Array:
+    """Whether the code variant's f op runs at `step`: batch index i = step mod steps_per_epoch,
+    i % f_interval == 0, the interval f_interval_late once step > f_interval_switch."""
+    interval = jnp.where(step > config.f_interval_switch, config.f_interval_late, config.f_interval)
+    return (step % steps_per_epoch) % interval == 0
+
+
+def _import_pth(method: Any, path: str, names: tuple[str, ...]) -> dict[str, Any]:
+    """f (only) from a `.pth` state_dict a user converted, e.g. a face encoder, named and laid
+    out like the torch re-expression's content extractor; read without torch."""
+    from unpaired.weights import TorchFileError, load_state_dict_file  # pylint: disable=import-outside-toplevel
+
+    if tuple(names) != ("f",):
+        raise ValueError(f"config.init_networks={','.join(names)!r}: a .pth file ({path}) "
+                         "provides f only")
+    try:
+        state = load_state_dict_file(path)
+    except (OSError, TorchFileError) as err:
+        raise ValueError(f"{path}: {err}") from err
+    template = jax.tree.map(lambda t: jnp.zeros(t.shape, t.dtype), method.network_template("f"))
+    return {"f": nets.from_torch_state("f", state, template, source=path, optional=("out",))}
 
 
 def _dtype(config: ml_collections.ConfigDict) -> Any:
@@ -127,12 +177,14 @@ class DTNPretrain:
         self.config = config
         self.source = config.source_domain
         self.modules = {"f": nets.ContentExtractor(config.nf, config.feature_dim,
-                                                   config.num_classes, _dtype(config))}
+                                                   config.num_classes, _dtype(config),
+                                                   config.get("f_arch", "code"))}
         self.tx = {"f": _adam(config)}
 
     def init_variables(self, key: Array) -> dict[str, Any]:
         """Glorot-uniform f, with its classifier head."""
-        x = jnp.zeros((1, 32, 32, self.config.input_nc))
+        size = self.config.data.crop_size
+        x = jnp.zeros((1, size, size, self.config.input_nc))
         return {"f": self.modules["f"].init(key, x, False)}
 
     def state_from_variables(self, variables: Mapping[str, Any], key: Array) -> TrainState:
@@ -148,7 +200,8 @@ class DTNPretrain:
 
     def network_template(self, name: str) -> Any:
         """Shapes and dtypes of f's variables."""
-        x = jnp.zeros((1, 32, 32, self.config.input_nc))
+        size = self.config.data.crop_size
+        x = jnp.zeros((1, size, size, self.config.input_nc))
         return jax.eval_shape(lambda: self.modules[name].init(jax.random.key(0), x, False))
 
     def import_weights(self, path: str, names: tuple[str, ...]) -> dict[str, Any]:
@@ -210,10 +263,12 @@ class DTNPretrain:
 
 
 class DTN:
-    """Stage 2, the paper's objective: networks f (frozen), g and a ternary D."""
+    """Stage 2: the paper's objective (f frozen, ternary D) or, with config.variant='code',
+    the public code's (binary D, f trained by L_CONST, five TF Adam groups)."""
 
     name = "dtn"
     networks = ("f", "g", "D")
+    benchmark_note = "stage 2 from a random (Glorot) f, not a pretrained one"
     groups = {"g": ("g",), "D": ("D",)}
     visual_names = ("source", "fake_source", "target", "fake_target")
     size_multiple = 32
@@ -236,27 +291,47 @@ class DTN:
         check_present(config, ("alpha", "beta", "gamma", "tv_eps"))
         for key in ("alpha", "beta", "gamma", "tv_eps"):
             check_at_least(config, key, 0)
+        variant = config.get("variant", "paper")
+        if variant not in VARIANTS:
+            raise ConfigError(f"config.variant={variant!r} must be one of {', '.join(VARIANTS)}")
+        if variant == "code":
+            check_present(config, CODE_UPDATE_KEYS + CODE_F_KEYS)
+            for key in CODE_UPDATE_KEYS + ("f_interval", "f_interval_late"):
+                check_at_least(config, key, 1)
+            check_at_least(config, "f_interval_switch", 0)
+            if config.gamma != 0:
+                raise ConfigError(f"config.gamma={config.gamma!r} must be 0 with config.variant="
+                                  "'code': the public code has no TV term")
 
     def __init__(self, config: ml_collections.ConfigDict, steps_per_epoch: int = 1):
         self.config = config
         self.source, self.target = config.source_domain, config.target_domain
         dtype = _dtype(config)
+        self.variant = config.get("variant", "paper")
+        self.size_multiple = int(config.data.crop_size)  # g makes exactly this size
+        self.steps_per_epoch = max(int(steps_per_epoch), 1)
         self.modules = {
-            "f": nets.ContentExtractor(config.nf, config.feature_dim, config.num_classes, dtype),
-            "g": nets.Generator(config.ngf, config.output_nc, dtype),
-            "D": nets.Discriminator(config.ndf, 3, dtype),
+            "f": nets.ContentExtractor(config.nf, config.feature_dim, config.num_classes, dtype,
+                                       config.get("f_arch", "code")),
+            "g": nets.Generator(config.ngf, config.output_nc, dtype, config.data.crop_size),
+            # The paper's ternary D; the public code's binary D (one logit).
+            "D": nets.Discriminator(config.ndf, 1 if self.variant == "code" else 3, dtype),
         }
         self.alpha, self.beta = float(config.alpha), float(config.beta)
         self.gamma, self.tv_eps = float(config.gamma), float(config.tv_eps)
         self.tx = {"g": _adam(config), "D": _adam(config)}
+        if self.variant == "code":  # five independent tf.train.AdamOptimizer instances
+            self.groups = dict(CODE_GROUPS)
+            self.tx = {g: tf_adam(config.lr, config.beta1, config.beta2, config.adam_eps)
+                       for g in self.groups}
         self.architecture = (f"f nf {config.nf} -> {config.feature_dim}, g ngf {config.ngf}, "
                              f"{config.input_nc}->{config.output_nc} channels")
 
     # ----------------------------------------------------------------- state
     def _inputs(self) -> dict[str, Array]:
-        c = self.config
-        return {"f": jnp.zeros((1, 32, 32, c.input_nc)), "g": jnp.zeros((1, 1, 1, c.feature_dim)),
-                "D": jnp.zeros((1, 32, 32, c.output_nc))}
+        c, size = self.config, self.config.data.crop_size
+        return {"f": jnp.zeros((1, size, size, c.input_nc)), "g": jnp.zeros((1, 1, 1, c.feature_dim)),
+                "D": jnp.zeros((1, size, size, c.output_nc))}
 
     def init_variables(self, key: Array) -> dict[str, Any]:
         """Glorot-uniform f, g, D (f is replaced by config.init_from before training)."""
@@ -328,8 +403,101 @@ class DTN:
         }
         return sum(terms.values()), {"terms": terms, "model_state": run.model_state}
 
+    # ----------------------------------------------------- the public code's variant
+    def source_graph(self, params: Mapping[str, Any], model_state: Mapping[str, Any],
+                     batch: Mapping[str, Array]) -> tuple[dict[str, Array], dict[str, Any]]:
+        """The code's source sub-graph: f(s), g, D(fake), f(fake) in training mode.
+
+        Returns ({d_src, g_src, f_src}: the three source ops' losses, model_state with the
+        sub-graph's BN moving averages updated once per call, in call order).
+        """
+        run = _Runner(self.modules, model_state, None, train=True)
+        fx = run("f", params["f"], batch[self.source])
+        fake = run("g", params["g"], fx)
+        logits = run("D", params["D"], fake)
+        fgfx = run("f", params["f"], fake)
+        terms = {"d_src": losses.bce_with_logits(logits, jnp.zeros_like(logits)),
+                 "g_src": losses.bce_with_logits(logits, jnp.ones_like(logits)),
+                 "f_src": self.alpha * losses.mse_loss(fx, fgfx)}
+        return terms, run.model_state
+
+    def target_graph(self, params: Mapping[str, Any], model_state: Mapping[str, Any],
+                     batch: Mapping[str, Array]) -> tuple[dict[str, Array], dict[str, Any]]:
+        """The code's target ops: the source sub-graph (its BN updates ride along, as TF's
+        UPDATE_OPS do), then f(t), g, D(reconst), D(t).
+
+        Returns ({d_trg, g_trg, g_trg_gan, tid}, model_state); g_trg = g_trg_gan + tid.
+        """
+        _, model_state = self.source_graph(params, model_state, batch)
+        run = _Runner(self.modules, model_state, None, train=True)
+        t = batch[self.target]
+        reconst = run("g", params["g"], run("f", params["f"], t))
+        logits_fake = run("D", params["D"], reconst)
+        logits_real = run("D", params["D"], t)
+        terms = {"d_trg": (losses.bce_with_logits(logits_fake, jnp.zeros_like(logits_fake))
+                           + losses.bce_with_logits(logits_real, jnp.ones_like(logits_real))),
+                 "g_trg_gan": losses.bce_with_logits(logits_fake, jnp.ones_like(logits_fake)),
+                 "tid": self.beta * losses.mse_loss(reconst, t)}
+        terms["g_trg"] = terms["g_trg_gan"] + terms["tid"]
+        return terms, run.model_state
+
+    def _code_op(self, group: str, carry: tuple, batch: Mapping[str, Array]) -> tuple[tuple, dict]:
+        """One run of train op `group` (e.g. 'g_src'): its loss differentiated with respect to
+        its own network only (gradients pass through the others), one TF Adam update."""
+        params, model_state, opt_state = carry
+        net = self.groups[group][0]
+        graph = self.source_graph if group.endswith("_src") else self.target_graph
+
+        def objective(net_params: Any) -> tuple[Array, tuple]:
+            terms, new_state = graph({**params, net: net_params}, model_state, batch)
+            return terms[group], (terms, new_state)
+
+        (_, (terms, new_state)), grads = jax.value_and_grad(objective, has_aux=True)(params[net])
+        new, opt = apply_group_update(self.tx[group], opt_state[group], {net: params[net]},
+                                      {net: grads})
+        return ({**params, **new}, new_state, {**opt_state, group: opt}), terms
+
+    def _repeat(self, group: str, times: int, carry: tuple, batch: Mapping[str, Array]
+                ) -> tuple[tuple, dict]:
+        """Op `group` run `times` times (a fori_loop); the terms of its last run."""
+        op = lambda c: self._code_op(group, c, batch)
+        shapes = jax.eval_shape(op, carry)[1]
+        terms = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
+        return jax.lax.fori_loop(0, times, lambda _, ct: op(ct[0]), (carry, terms))
+
+    def code_train_step(self, state: TrainState, batch: Mapping[str, Array]
+                        ) -> tuple[TrainState, dict[str, Array]]:
+        """One iteration of the public code's schedule (dtn.md 2.5), all on this batch:
+        d_src x d_src_updates, g_src x g_src_updates, f_src once if `f_update_due`,
+        d_trg x d_trg_updates, g_trg x g_trg_updates; every op recomputes its forward.
+
+        Metrics are each op's loss at its last run, before that run's update; `const` is
+        f_src's loss (from the last g_src run when f is not due), `f_updated` 1 or 0.
+        """
+        c = self.config
+        carry = (state.params, state.model_state, state.opt_state)
+        carry, d_terms = self._repeat("d_src", c.d_src_updates, carry, batch)
+        carry, src = self._repeat("g_src", c.g_src_updates, carry, batch)
+        due = f_update_due(state.step, self.steps_per_epoch, c)
+        carry, f_terms = jax.lax.cond(due, lambda ct: self._code_op("f_src", ct, batch),
+                                      lambda ct: (ct, src), carry)
+        carry, trg_d = self._repeat("d_trg", c.d_trg_updates, carry, batch)
+        carry, trg = self._repeat("g_trg", c.g_trg_updates, carry, batch)
+        params, model_state, opt_state = carry
+        metrics = {"D_src": d_terms["d_src"], "G_src": src["g_src"], "const": f_terms["f_src"],
+                   "D_trg": trg_d["d_trg"], "G_trg": trg["g_trg"], "G_trg_gan": trg["g_trg_gan"],
+                   "tid": trg["tid"], "f_updated": due.astype(jnp.float32)}
+        new_state = state.replace(step=state.step + 1, params=params, model_state=model_state,
+                                  opt_state=opt_state)
+        return new_state, metrics
+
     def train_step(self, state: TrainState, batch: Mapping[str, Array]) -> tuple[TrainState, dict[str, Array]]:
-        """The g update (D and f frozen), then the D update on the same, pre-update fakes."""
+        """The g update (D and f frozen), then the D update on the same, pre-update fakes.
+
+        With config.variant='code' the public code's schedule instead (`code_train_step`).
+        """
+        if self.variant == "code":
+            return self.code_train_step(state, batch)
         p = state.params
         (g_loss, g_aux), g_grads = jax.value_and_grad(self.generator_loss, has_aux=True)(
             {"g": p["g"]}, p["f"], p["D"], state.model_state, batch)

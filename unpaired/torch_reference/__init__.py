@@ -173,6 +173,52 @@ def _ufdn_step(config, device: str, dtype, compile: bool = False) -> StepFn:
     return step
 
 
+def _dtn_step(config, device: str, dtype, compile: bool = False) -> StepFn:
+    """One DTN stage-2 step, `step(source, target)`, on fresh Glorot-initialised f, g, D.
+
+    `config.variant` 'paper': `DTNReference.step` (g then D, f frozen); 'code': one iteration
+    of the public code's five-op schedule, `DTNCodeReference.step`, with one batch per epoch
+    (f's op every step, as the benchmark's JAX side builds the method). f is random, not
+    pretrained: the step's cost does not depend on it. `dtype=torch.bfloat16` runs under
+    autocast; `compile=True` compiles each network.
+    """
+    import torch
+
+    from unpaired.torch_reference import dtn as ref
+
+    f_class = ref.PaperContentExtractor if config.get("f_arch", "code") == "paper" else \
+        ref.ContentExtractor
+    size = int(config.data.crop_size)
+    f_sized = {} if f_class is ref.PaperContentExtractor else {"size": size}
+    nets = {"f": f_class(config.nf, config.feature_dim, config.num_classes, **f_sized),
+            "g": ref.Generator(config.feature_dim, config.ngf, config.output_nc, size),
+            "D": ref.Discriminator(config.output_nc, config.ndf,
+                                   1 if config.get("variant", "paper") == "code" else 3, size)}
+    nets = {name: ref.glorot_init(net).to(device).train() for name, net in nets.items()}
+    if compile:
+        nets = {name: torch.compile(net) for name, net in nets.items()}
+    common = dict(lr=config.lr, beta1=config.beta1, beta2=config.beta2, eps=config.adam_eps,
+                  alpha=config.alpha, beta=config.beta)
+    if config.get("variant", "paper") == "code":
+        model = ref.DTNCodeReference(
+            nets["f"], nets["g"], nets["D"], **common,
+            updates=(config.d_src_updates, config.g_src_updates, config.d_trg_updates,
+                     config.g_trg_updates),
+            f_interval=(config.f_interval, config.f_interval_late, config.f_interval_switch),
+            steps_per_epoch=1)
+    else:
+        model = ref.DTNReference(nets["f"], nets["g"], nets["D"], **common, gamma=config.gamma,
+                                 tv_eps=config.tv_eps)
+    autocast = dtype is not None and dtype != torch.float32
+
+    def step(source, target):
+        with torch.autocast(device_type=device, dtype=dtype, enabled=autocast):
+            return model.step(source, target)
+
+    step.model = model
+    return step
+
+
 def _unit_da_step(config, device: str, dtype, compile: bool = False) -> StepFn:
     """UNIT's digit DA iteration (version_02 `COCOGANDAContextTrainer`): see
     `unpaired.torch_reference.unit_da.reference_step`."""
@@ -187,6 +233,7 @@ REFERENCE_STEPS: dict[str, Callable[..., StepFn]] = {
     "unit": _unit_step,
     "ufdn": _ufdn_step,
     "unit_da": _unit_da_step,
+    "dtn": _dtn_step,
 }
 
 

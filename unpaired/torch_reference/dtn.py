@@ -13,6 +13,8 @@ Flax layers with an independent statement of TF's semantics:
 Module attributes carry the TF layer names (conv1, bn1, conv_transpose1, ...) so
 ``tf_state(net, scope)`` names every tensor as a TF checkpoint does, in TF layout.
 ``DTNReference`` is stage 2 with the paper's objective (ternary D, f frozen),
+``DTNCodeReference`` stage 2 as the public code trains it (binary D, five ``TFAdam``
+train ops), ``PaperContentExtractor`` the paper's conv + max-pool f,
 ``PretrainReference`` stage 1 (f as a classifier). Works in float32 and float64.
 """
 
@@ -92,62 +94,83 @@ class TFBatchNorm(nn.Module):
 class ContentExtractor(nn.Module):
     """f: conv1-3 (3x3 SAME) + bn + ReLU, conv4 (4x4 VALID) + bn4 + tanh; `out` 1x1 head."""
 
-    def __init__(self, nf: int = 64, feature_dim: int = 128, num_classes: int = 10):
+    def __init__(self, nf: int = 64, feature_dim: int = 128, num_classes: int = 10, size: int = 32):
         super().__init__()
-        widths = (3, nf, 2 * nf, 4 * nf)
-        for i in range(1, 4):
+        self.n = {32: 3, 64: 4}[size]  # stride-2 blocks down to 4x4
+        widths = (3,) + tuple(nf * 2 ** i for i in range(self.n))
+        for i in range(1, self.n + 1):
             setattr(self, f"conv{i}", TFConv(widths[i - 1], widths[i], 3, "SAME"))
             setattr(self, f"bn{i}", TFBatchNorm(widths[i]))
-        self.conv4 = TFConv(4 * nf, feature_dim, 4, "VALID")
-        self.bn4 = TFBatchNorm(feature_dim)
+        setattr(self, f"conv{self.n + 1}", TFConv(widths[-1], feature_dim, 4, "VALID"))
+        setattr(self, f"bn{self.n + 1}", TFBatchNorm(feature_dim))
         self.out = TFConv(feature_dim, num_classes, 1, "VALID")
 
     def forward(self, x: torch.Tensor, logits: bool = False) -> torch.Tensor:
         if x.shape[1] == 1:
             x = x.repeat(1, 3, 1, 1)  # tf.image.grayscale_to_rgb
-        for i in range(1, 4):
+        for i in range(1, self.n + 1):
             x = F.relu(getattr(self, f"bn{i}")(getattr(self, f"conv{i}")(x)))
-        x = torch.tanh(self.bn4(self.conv4(x)))
+        last = self.n + 1
+        x = torch.tanh(getattr(self, f"bn{last}")(getattr(self, f"conv{last}")(x)))
         return self.out(x).flatten(1) if logits else x
+
+
+class PaperContentExtractor(nn.Module):
+    """The paper's f: 3x3 convs (padding 1) each followed by max-pool (2, 2, 2, 4) and ReLU;
+    the feature is taken after the last pool, before its ReLU; `out` (1x1) on ReLU(feature)."""
+
+    def __init__(self, nf: int = 64, feature_dim: int = 128, num_classes: int = 10):
+        super().__init__()
+        widths = (3, nf, 2 * nf, 4 * nf, feature_dim)
+        for i in range(1, 5):
+            setattr(self, f"conv{i}", nn.Conv2d(widths[i - 1], widths[i], 3, padding=1))
+        self.out = nn.Conv2d(feature_dim, num_classes, 1)
+
+    def forward(self, x: torch.Tensor, logits: bool = False) -> torch.Tensor:
+        if x.shape[1] == 1:
+            x = x.repeat(1, 3, 1, 1)
+        for i in range(1, 4):
+            x = F.relu(F.max_pool2d(getattr(self, f"conv{i}")(x), 2))
+        x = F.max_pool2d(self.conv4(x), 4)
+        return self.out(F.relu(x)).flatten(1) if logits else x
 
 
 class Generator(nn.Module):
     """g: deconv1 (4x4 VALID) + bn + ReLU, deconv2-3 (3x3 SAME) + bn + ReLU, deconv4 + tanh."""
 
-    def __init__(self, feature_dim: int = 128, ngf: int = 128, output_nc: int = 1):
+    def __init__(self, feature_dim: int = 128, ngf: int = 128, output_nc: int = 1, size: int = 32):
         super().__init__()
-        self.conv_transpose1 = TFDeconv(feature_dim, 4 * ngf, 4, "VALID")
-        self.bn1 = TFBatchNorm(4 * ngf)
-        self.conv_transpose2 = TFDeconv(4 * ngf, 2 * ngf, 3, "SAME")
-        self.bn2 = TFBatchNorm(2 * ngf)
-        self.conv_transpose3 = TFDeconv(2 * ngf, ngf, 3, "SAME")
-        self.bn3 = TFBatchNorm(ngf)
-        self.conv_transpose4 = TFDeconv(ngf, output_nc, 3, "SAME")
+        self.n = {32: 3, 64: 4}[size]
+        widths = (feature_dim,) + tuple(ngf * 2 ** (self.n - i) for i in range(1, self.n + 1))
+        for i in range(1, self.n + 1):
+            kernel, padding = (4, "VALID") if i == 1 else (3, "SAME")
+            setattr(self, f"conv_transpose{i}", TFDeconv(widths[i - 1], widths[i], kernel, padding))
+            setattr(self, f"bn{i}", TFBatchNorm(widths[i]))
+        setattr(self, f"conv_transpose{self.n + 1}", TFDeconv(ngf, output_nc, 3, "SAME"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for i in range(1, 4):
+        for i in range(1, self.n + 1):
             x = F.relu(getattr(self, f"bn{i}")(getattr(self, f"conv_transpose{i}")(x)))
-        return torch.tanh(self.conv_transpose4(x))
+        return torch.tanh(getattr(self, f"conv_transpose{self.n + 1}")(x))
 
 
 class Discriminator(nn.Module):
     """D: conv1 + ReLU + bn1 + ReLU, conv2-3 + bn + ReLU, conv4 (4x4 VALID) -> (B, outputs)."""
 
-    def __init__(self, input_nc: int = 1, ndf: int = 128, num_outputs: int = 1):
+    def __init__(self, input_nc: int = 1, ndf: int = 128, num_outputs: int = 1, size: int = 32):
         super().__init__()
-        self.conv1 = TFConv(input_nc, ndf, 3, "SAME")
-        self.bn1 = TFBatchNorm(ndf)
-        self.conv2 = TFConv(ndf, 2 * ndf, 3, "SAME")
-        self.bn2 = TFBatchNorm(2 * ndf)
-        self.conv3 = TFConv(2 * ndf, 4 * ndf, 3, "SAME")
-        self.bn3 = TFBatchNorm(4 * ndf)
-        self.conv4 = TFConv(4 * ndf, num_outputs, 4, "VALID")
+        self.n = {32: 3, 64: 4}[size]
+        widths = (input_nc,) + tuple(ndf * 2 ** i for i in range(self.n))
+        for i in range(1, self.n + 1):
+            setattr(self, f"conv{i}", TFConv(widths[i - 1], widths[i], 3, "SAME"))
+            setattr(self, f"bn{i}", TFBatchNorm(widths[i]))
+        setattr(self, f"conv{self.n + 1}", TFConv(widths[-1], num_outputs, 4, "VALID"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn1(F.relu(self.conv1(x))))
-        x = F.relu(self.bn2(self.conv2(x)))
-        x = F.relu(self.bn3(self.conv3(x)))
-        return self.conv4(x).flatten(1)
+        for i in range(2, self.n + 1):
+            x = F.relu(getattr(self, f"bn{i}")(getattr(self, f"conv{i}")(x)))
+        return getattr(self, f"conv{self.n + 1}")(x).flatten(1)
 
 
 def glorot_init(net: nn.Module, generator: torch.Generator | None = None) -> nn.Module:
@@ -286,3 +309,116 @@ class PretrainReference:
         loss.backward()
         self.opt.step()
         return float(loss)
+
+
+class TFAdam(torch.optim.Optimizer):
+    """tf.train.AdamOptimizer re-expressed: m, v as usual, then
+    theta -= lr sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps) (eps on the raw sqrt(v))."""
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple = (0.9, 0.999), eps: float = 1e-8):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["m"] = torch.zeros_like(p)
+                    state["v"] = torch.zeros_like(p)
+                state["step"] += 1
+                t = state["step"]
+                state["m"].mul_(b1).add_(p.grad, alpha=1 - b1)
+                state["v"].mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
+                lr_t = group["lr"] * (1 - b2 ** t) ** 0.5 / (1 - b1 ** t)
+                p.sub_(lr_t * state["m"] / (state["v"].sqrt() + group["eps"]))
+
+
+class DTNCodeReference:
+    """Stage 2 as yunjey's TF code trains it (dtn.md 2.5): binary D, five TF-Adam train ops.
+
+    Source sub-graph: fx = f(s), fake = g(fx), logits = D(fake), fgfx = f(fake);
+    d_src = BCE(logits, 0) (D), g_src = BCE(logits, 1) (g), f_src = alpha mse(fx, fgfx) (f).
+    Target ops run the source sub-graph too (its BN updates are attached to them), then
+    reconst = g(f(t)); d_trg = BCE(D(reconst), 0) + BCE(D(t), 1) (D);
+    g_trg = BCE(D(reconst), 1) + beta mse(reconst, t) (g). Every op recomputes its forward
+    with the current weights, differentiates its loss with respect to its own network
+    only, and steps its own TFAdam. BN moving averages: once per call, in call order.
+    """
+
+    OPS = {"d_src": "D", "g_src": "g", "f_src": "f", "d_trg": "D", "g_trg": "g"}
+
+    def __init__(self, f: nn.Module, g: nn.Module, D: nn.Module, lr: float = 3e-4,
+                 beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                 alpha: float = 15.0, beta: float = 15.0,
+                 updates: tuple = (1, 6, 2, 4), f_interval: tuple = (15, 30, 1600),
+                 steps_per_epoch: int = 732):
+        self.nets = {"f": f, "g": g, "D": D}
+        self.alpha, self.beta = alpha, beta
+        self.updates = dict(zip(("d_src", "g_src", "d_trg", "g_trg"), updates))
+        self.f_interval, self.steps_per_epoch = f_interval, steps_per_epoch
+        self.opts = {op: TFAdam(self.nets[net].parameters(), lr=lr, betas=(beta1, beta2), eps=eps)
+                     for op, net in self.OPS.items()}
+        self.steps = 0
+
+    @staticmethod
+    def _bce(logits: torch.Tensor, label: float) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, label))
+
+    def source_graph(self, s: torch.Tensor) -> dict:
+        f, g, D = self.nets["f"], self.nets["g"], self.nets["D"]
+        fx = f(s)
+        fake = g(fx)
+        logits = D(fake)
+        fgfx = f(fake)
+        return {"d_src": self._bce(logits, 0.0), "g_src": self._bce(logits, 1.0),
+                "f_src": self.alpha * F.mse_loss(fx, fgfx)}
+
+    def target_graph(self, s: torch.Tensor, t: torch.Tensor) -> dict:
+        self.source_graph(s)
+        f, g, D = self.nets["f"], self.nets["g"], self.nets["D"]
+        reconst = g(f(t))
+        logits_fake = D(reconst)
+        logits_real = D(t)
+        terms = {"d_trg": self._bce(logits_fake, 0.0) + self._bce(logits_real, 1.0),
+                 "g_trg_gan": self._bce(logits_fake, 1.0),
+                 "tid": self.beta * F.mse_loss(reconst, t)}
+        terms["g_trg"] = terms["g_trg_gan"] + terms["tid"]
+        return terms
+
+    def run_op(self, op: str, s: torch.Tensor, t: torch.Tensor) -> dict:
+        """One sess.run of train op `op`: forward, gradient of its loss for its net, TF Adam."""
+        terms = self.source_graph(s) if op.endswith("_src") else self.target_graph(s, t)
+        net = self.nets[self.OPS[op]]
+        grads = torch.autograd.grad(terms[op], list(net.parameters()), allow_unused=True)
+        for p, grad in zip(net.parameters(), grads):  # f's `out` head is unused: zero gradient
+            p.grad = torch.zeros_like(p) if grad is None else grad
+        self.opts[op].step()
+        for p in net.parameters():
+            p.grad = None
+        return {k: float(v.detach()) for k, v in terms.items()}
+
+    def f_due(self, step: int) -> bool:
+        early, late, switch = self.f_interval
+        return (step % self.steps_per_epoch) % (late if step > switch else early) == 0
+
+    def step(self, s: torch.Tensor, t: torch.Tensor) -> dict:
+        """One iteration of solver.train's loop on (s, t); losses of each op's last run."""
+        for _ in range(self.updates["d_src"]):
+            d_src = self.run_op("d_src", s, t)
+        for _ in range(self.updates["g_src"]):
+            src = self.run_op("g_src", s, t)
+        due = self.f_due(self.steps)
+        f_terms = self.run_op("f_src", s, t) if due else src
+        for _ in range(self.updates["d_trg"]):
+            d_trg = self.run_op("d_trg", s, t)
+        for _ in range(self.updates["g_trg"]):
+            trg = self.run_op("g_trg", s, t)
+        self.steps += 1
+        return {"D_src": d_src["d_src"], "G_src": src["g_src"], "const": f_terms["f_src"],
+                "D_trg": d_trg["d_trg"], "G_trg": trg["g_trg"], "G_trg_gan": trg["g_trg_gan"],
+                "tid": trg["tid"], "f_updated": float(due)}

@@ -65,7 +65,9 @@ def get_config(preset: str = "folder") -> ml_collections.ConfigDict:
     c.recon_kl_w = 0.01
     c.recon_x_cyc_w = 10.0
     c.recon_kl_cyc_w = 0.01
-    c.vgg_w = 0.0                 # VGG perceptual loss: not implemented yet, must be 0
+    c.vgg_w = 0.0                 # VGG perceptual loss weight (gta2city yamls: 1); needs:
+    c.vgg_model_path = ""         # VGG16 state_dict file (reference vgg16.weight / torchvision), or
+                                  # the reference's vgg_model_path folder holding models/vgg16.weight
     # Optimisation: Adam with coupled L2 weight decay, StepLR stepped before each update.
     c.lr = 1e-4
     c.beta1 = 0.5

@@ -108,6 +108,7 @@ class UNITv02(UNIT):
             "dis": nets.CoSharedDis(int(config.dis_dim), int(config.dis_n_front_layer),
                                     int(config.dis_n_shared_layer), dtype),
         }
+        self.vgg = None  # version_02 has no VGG loss
         self.shared = {"gen": int(config.gen_n_enc_shared_blk) + int(config.gen_n_gen_shared_blk),
                        "dis": int(config.dis_n_shared_layer)}
         self.schedule = step_lr_schedule(config.lr, config.lr_policy, config.step_size, config.gamma)
@@ -169,7 +170,8 @@ class UNITv02(UNIT):
                 losses.bce_with_logits(false, jnp.zeros_like(false))
         return self.w["gan_w"] * (terms["dis_a"] + terms["dis_b"]), {"terms": terms}
 
-    def generator_loss(self, g_params, d_params, batch, noise) -> tuple[Array, dict[str, Any]]:
+    def generator_loss(self, g_params, d_params, batch, noise, vgg_params=None
+                       ) -> tuple[Array, dict[str, Any]]:
         """`gen_update`: BCE GAN on x_ba/x_ab, L1 recon and cycle, KL mean(z^2) on the noisy codes."""
         d = jax.lax.stop_gradient(d_params)
         x_a, x_b = batch["A"], batch["B"]

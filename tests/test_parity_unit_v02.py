@@ -176,3 +176,38 @@ def test_three_training_steps_match_the_reference_in_float64():
                 worst = max(np.max(np.abs(ours[k] - theirs[k])) for k in kept)
                 assert worst / scale < 1e-9, (i, name, worst / scale)
     assert int(state.step) == 3
+
+
+def test_reference_step_is_registered_for_the_benchmark():
+    from unpaired.torch_reference import build_reference_step
+    config = tiny_config()
+    step = build_reference_step(config)
+    before = [p.detach().clone() for p in step.model.gen.enc_shared.parameters()]
+    x_a = torch.rand(BATCH, 3, SIZE, SIZE) * 2 - 1
+    x_b = torch.rand(BATCH, 2, SIZE, SIZE) * 2 - 1
+    (d_loss, d_terms), (g_loss, g_terms) = step(x_a, x_b)
+    assert np.isfinite(d_loss.item()) and np.isfinite(g_loss.item())
+    assert set(d_terms) == {"dis_a", "dis_b"} and len(g_terms) == 9
+    assert any(not torch.equal(a, b) for a, b in zip(before, step.model.gen.enc_shared.parameters()))
+
+
+def test_version_02_weight_files_load_without_torch(tmp_path):
+    """`<prefix>_gen_XXXXXXXX.pkl` as COCOGANTrainer.save writes it (with the PyTorch-0.3
+    InstanceNorm running statistics old files carry) loads into `gen`; a stray key is named."""
+    config = tiny_config()
+    method, state, reference = build(config)
+    sd = dict(reference.gen.state_dict())
+    sd["encode_A.2.model.1.running_mean"] = torch.zeros(8)
+    sd["encode_A.2.model.1.running_var"] = torch.ones(8)
+    torch.save(sd, tmp_path / "v02_gen_00000001.pkl")
+    torch.save(reference.dis.state_dict(), tmp_path / "v02_dis_00000001.pkl")
+    for name in NETS:
+        loaded = method.import_weights(str(tmp_path / f"v02_{name}_00000001.pkl"), (name,))
+        for a, b in zip(jax.tree.leaves(loaded[name]["params"]), jax.tree.leaves(state.params[name])):
+            np.testing.assert_array_equal(a, b)
+    sd["decode_A.9.weight"] = torch.zeros(1)
+    torch.save(sd, tmp_path / "stray.pkl")
+    with pytest.raises(ValueError, match=r"decode_A\.9\.weight"):
+        method.import_weights(str(tmp_path / "stray.pkl"), ("gen",))
+    with pytest.raises(ValueError, match="init_networks must be gen"):
+        method.import_weights(str(tmp_path / "v02_gen_00000001.pkl"), ("dis",))

@@ -187,3 +187,15 @@ def test_bad_vgg_settings_fail_at_validation_naming_the_key(tmp_path):
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "vgg16.weight").write_bytes(open(path, "rb").read())
     validate(vgg_config(str(tmp_path)))
+
+
+def test_reference_step_reads_the_same_vgg_file(tmp_path):
+    from unpaired.torch_reference import build_reference_step
+    path, net = _vgg_file(tmp_path, NARROW, seed=7)
+    step = build_reference_step(vgg_config(path))
+    for name, param in net.state_dict().items():
+        assert torch.equal(step.model.vgg.state_dict()[name], param), name
+    assert not any(p.requires_grad for p in step.model.vgg.parameters())
+    x = torch.rand(BATCH, 3, SIZE, SIZE) * 2 - 1
+    _, (g_loss, g_terms) = step(x, -x)
+    assert {"vgg_a", "vgg_b"} <= set(g_terms) and np.isfinite(float(g_loss))

@@ -27,7 +27,6 @@ from unpaired.methods.translation import TranslationRequest
 from unpaired.methods.unit import (COMPUTE_DTYPES, LR_POLICIES, UNIT, _cat, _halves,
                                    adam_coupled_l2, step_lr_schedule)
 from unpaired.nets import unit_v02 as nets
-from unpaired.state import TrainState, apply_group_update
 from unpaired.weights import read_torch_file
 
 Array = jax.Array

@@ -10,6 +10,9 @@ Keys follow the reference's yaml (mingyuliutw/UNIT master `configs/unit_*_folder
   mnist2usps, usps2mnist  the digit domain-adaptation model (method unit_da, version_02
           CoVAE32x32 + CoDis32x32) on ../shared/data: source A labelled, target B; the
           target test accuracy is printed and saved at the end (`da_config`).
+  folder_v02  the NIPS-2017 image model (arch version_02: COCOResGen2 + COCOSharedDis,
+          shared layers, blondhair.yaml's weights), 128 crops from --config.data.dataroot.
+  digits_v02  the same model at tiny widths on the built-in digits, for a CPU.
 """
 
 import ml_collections
@@ -43,6 +46,23 @@ def get_config(preset: str = "folder") -> ml_collections.ConfigDict:
     # The seed's shared-weight form (NIPS-2017 version_02): 0 and 0 is the reference master.
     c.gen_shared_blocks = 0       # last residual blocks of the encoders / first of the decoders, shared
     c.dis_shared_layers = 0       # last conv blocks (+ the 1x1 conv) of every D scale, shared
+    # The NIPS-2017 image model (version_02 `exps/unit/blondhair.yaml`), used when
+    # arch='version_02': one `gen` (COCOResGen2 | COCOResGen; ch is gen_dim) whose last
+    # encoder / first decoder residual blocks are shared, one `dis` (COCOSharedDis; ch is
+    # dis_dim) whose high-level layers are shared; the gen_*/dis_* keys above are then unused
+    # except gen_dim, dis_dim. Its loss weights are the master keys below (see preset *_v02).
+    c.arch = "master"             # master | version_02
+    c.gen_name = "COCOResGen2"
+    c.gen_n_enc_front_blk = 3
+    c.gen_n_enc_res_blk = 3
+    c.gen_n_enc_shared_blk = 1    # shared encoder residual blocks (before the noise)
+    c.gen_n_gen_shared_blk = 1    # shared decoder residual blocks
+    c.gen_n_gen_res_blk = 3
+    c.gen_n_gen_front_blk = 3
+    c.gen_res_dropout_ratio = 0.0  # the street-scene yamls' 0.5 is not implemented: must be 0
+    c.dis_name = "COCOSharedDis"
+    c.dis_n_front_layer = 2       # per-domain layers (k7 s2, then k3 s2)
+    c.dis_n_shared_layer = 4      # shared k3 s2 layers (+ the 1x1 conv)
     # Loss weights (reference master yaml).
     c.gan_w = 1.0
     c.recon_x_w = 10.0
@@ -50,7 +70,9 @@ def get_config(preset: str = "folder") -> ml_collections.ConfigDict:
     c.recon_kl_w = 0.01
     c.recon_x_cyc_w = 10.0
     c.recon_kl_cyc_w = 0.01
-    c.vgg_w = 0.0                 # VGG perceptual loss: not implemented yet, must be 0
+    c.vgg_w = 0.0                 # VGG perceptual loss weight (gta2city yamls: 1); needs:
+    c.vgg_model_path = ""         # VGG16 state_dict file (reference vgg16.weight / torchvision), or
+                                  # the reference's vgg_model_path folder holding models/vgg16.weight
     # Optimisation: Adam with coupled L2 weight decay, StepLR stepped before each update.
     c.lr = 1e-4
     c.beta1 = 0.5
@@ -101,8 +123,37 @@ def get_config(preset: str = "folder") -> ml_collections.ConfigDict:
         c.data.crop_size = 32
         c.data.no_flip = True
         c.data.num_workers = 2
+    elif preset in ("folder_v02", "digits_v02"):
+        # version_02 blondhair.yaml: COCOResGen2 + COCOSharedDis, sigmoid-BCE GAN,
+        # gan_w 10 (lambda0), ll_direct/ll_cycle 100 (lambda2, lambda4), kl 0.1 (lambda1, lambda3),
+        # Adam(1e-4, (0.5, 0.999), wd 1e-4) with no lr decay, batch 1, 128 crops.
+        c.arch = "version_02"
+        c.gan_type = "nsgan"
+        c.gan_w, c.recon_x_w, c.recon_x_cyc_w = 10.0, 100.0, 100.0
+        c.recon_kl_w, c.recon_kl_cyc_w = 0.1, 0.1
+        c.lr_policy = "constant"
+        c.max_steps = 2000000
+        c.data.load_size = c.data.crop_size = 128
+        if preset == "digits_v02":
+            c.input_dim_a = c.input_dim_b = 1
+            c.gen_dim, c.dis_dim = 8, 8
+            c.gen_n_enc_res_blk = c.gen_n_gen_res_blk = 1
+            c.dis_n_shared_layer = 2
+            c.batch_size = 8
+            c.max_steps = 300
+            c.log_every = 25
+            c.sample_every = 100
+            c.checkpoint_every = 100
+            c.data = data_config("digits")
+            c.data.image_size = 32
+            c.data.preprocess = "none"
+            c.data.load_size = 32
+            c.data.crop_size = 32
+            c.data.no_flip = True
+            c.data.num_workers = 2
     else:
-        raise ValueError(f"unknown unit preset {preset!r}; expected folder, digits, {', '.join(DA_PRESETS)}")
+        raise ValueError(f"unknown unit preset {preset!r}; expected folder, digits, folder_v02, "
+                         f"digits_v02, {', '.join(DA_PRESETS)}")
     return c
 
 

@@ -93,7 +93,7 @@ def test_presets_validate_and_bad_values_name_the_key():
         if preset == "folder":
             config.data.dataroot = REPO  # any existing folder; no image is read
         config_validation.validate(config)
-    for key, value, message in [("vgg_w", 1.0, "config.vgg_w"), ("recon_h_w", 1.0, "config.recon_h_w"),
+    for key, value, message in [("vgg_w", -1.0, "config.vgg_w"), ("recon_h_w", 1.0, "config.recon_h_w"),
                                 ("dis_n_layer", 6, "config.dis_n_layer"),
                                 ("gen_pad_type", "circular", "config.gen_pad_type"),
                                 ("gamma", 0.0, "config.gamma"), ("lr_policy", "linear", "config.lr_policy")]:

@@ -21,6 +21,7 @@ from unpaired.config_validation import ConfigError, check_at_least, check_choice
 from unpaired.data.spec import DataSpec
 from unpaired.methods.translation import TranslationRequest, resolve_two_domains
 from unpaired.nets import unit as nets
+from unpaired.nets import vgg
 from unpaired.state import TrainState, apply_group_update
 from unpaired.weights import read_torch_file
 
@@ -29,6 +30,7 @@ DIRECTIONS = ("AtoB", "BtoA")
 DOMAINS = ("A", "B")
 LR_POLICIES = ("step", "constant")
 GAN_TYPES = ("lsgan",)
+ARCHS = ("master", "version_02")  # config.arch: the current reference, or the NIPS-2017 model
 COMPUTE_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
 # The noise tensors one iteration draws, in the reference's order (dis_update, gen_update).
 DIS_NOISE = ("n_a", "n_b")
@@ -86,6 +88,25 @@ def adam_coupled_l2(schedule: optax.Schedule, b1: float, b2: float, weight_decay
     return optax.chain(optax.add_decayed_weights(weight_decay), schedules.adam(schedule, b1, b2))
 
 
+def _validate_vgg(config: ml_collections.ConfigDict) -> None:
+    """vgg_w > 0 needs RGB domains, crops of at least 16 and a readable VGG16 weight file."""
+    for key in ("input_dim_a", "input_dim_b"):
+        if config[key] != 3:
+            raise ConfigError(f"config.{key}={config[key]!r}: the VGG loss (config.vgg_w > 0) "
+                              "needs RGB images (3 channels)")
+    if config.data.crop_size < 16:
+        raise ConfigError(f"config.data.crop_size={config.data.crop_size}: the VGG loss needs at "
+                          "least 16 (relu5_3 is at 1/8 resolution, instance-normalised)")
+    path = config.get("vgg_model_path", "")
+    if not path:
+        raise ConfigError("config.vgg_model_path is empty: config.vgg_w > 0 needs a VGG16 "
+                          "state_dict file (the reference's vgg16.weight or torchvision's vgg16)")
+    try:
+        vgg.load_vgg16(path)
+    except vgg.VggWeightsError as err:
+        raise ConfigError(f"config.vgg_model_path={path!r}: {err}") from None
+
+
 class UNIT:
     """UNIT master: VAE-GANs gen_a, gen_b (VAEGen) and discriminators dis_a, dis_b (MsImageDis)."""
 
@@ -109,6 +130,11 @@ class UNIT:
     @classmethod
     def validate_config(cls, config: ml_collections.ConfigDict) -> None:
         """Raises ConfigError naming the first UNIT key whose value cannot work."""
+        if "arch" in config:
+            check_choice(config, "arch", ARCHS)
+        if config.get("arch", "master") == "version_02":
+            from unpaired.methods.unit_v02 import validate_v02
+            return validate_v02(config)
         check_present(config, ("gen_pad_type", "dis_pad_type", "gan_type", "lr_policy", "vgg_w"))
         check_choice(config, "gen_pad_type", nets.PAD_TYPES)
         check_choice(config, "dis_pad_type", nets.PAD_TYPES)
@@ -137,9 +163,9 @@ class UNIT:
         if not 0 <= shared_d < config.dis_n_layer:
             raise ConfigError(f"config.dis_shared_layers={shared_d!r} must be in [0, config.dis_n_layer="
                               f"{config.dis_n_layer}): the first conv block stays per domain")
-        if config.vgg_w != 0:
-            raise ConfigError(f"config.vgg_w={config.vgg_w!r}: the VGG perceptual loss is not "
-                              "implemented yet; set --config.vgg_w=0")
+        check_at_least(config, "vgg_w", 0)
+        if config.vgg_w > 0:
+            _validate_vgg(config)
         if config.recon_h_w != 0:
             raise ConfigError(f"config.recon_h_w={config.recon_h_w!r}: the reference's UNIT trainer "
                               "never reads it (a MUNIT key); set --config.recon_h_w=0")
@@ -155,6 +181,13 @@ class UNIT:
                 "coarsest scale's map would be empty; use fewer layers or scales")
 
     # ----------------------------------------------------------------- build
+    def __new__(cls, config: ml_collections.ConfigDict | None = None, steps_per_epoch: int = 1):
+        """config.arch picks the networks: 'master' (this class) or 'version_02' (UNITv02)."""
+        if cls is UNIT and config is not None and config.get("arch", "master") == "version_02":
+            from unpaired.methods.unit_v02 import UNITv02
+            cls = UNITv02
+        return super().__new__(cls)
+
     def __init__(self, config: ml_collections.ConfigDict, steps_per_epoch: int = 1):
         del steps_per_epoch  # the reference's schedule counts iterations
         if config.dtype not in COMPUTE_DTYPES:
@@ -164,6 +197,10 @@ class UNIT:
         self.image_size = int(config.data.crop_size)
         self.w = {k: float(config[k]) for k in ("gan_w", "recon_x_w", "recon_kl_w",
                                                  "recon_x_cyc_w", "recon_kl_cyc_w")}
+        # The VGG perceptual loss: frozen VGG16 parameters, read once, carried in
+        # state.buffers['vgg'] (a jit argument, not an executable constant; no optimizer state).
+        self.w["vgg_w"] = float(config.get("vgg_w", 0.0))
+        self.vgg = vgg.load_vgg16(config.vgg_model_path) if self.w["vgg_w"] > 0 else None
         # The seed's shared-weight form (NIPS-2017 version_02): the last `gen_shared_blocks`
         # residual blocks of the encoders and the first of the decoders, and the last
         # `dis_shared_layers` conv blocks (+ the 1x1 conv) of every D scale, stored once as
@@ -224,8 +261,12 @@ class UNIT:
         """A step-0 TrainState around given network variables."""
         params = {n: variables[n]["params"] for n in self.networks}
         opt_state = {g: self.tx[g].init({n: params[n] for n in ns}) for g, ns in self.groups.items()}
+        buffers = {}
+        if self.vgg is not None:  # frozen, in the parameters' float type
+            dtype = jax.tree.leaves(params)[0].dtype
+            buffers["vgg"] = jax.tree.map(lambda x: jnp.asarray(x, dtype), self.vgg)
         return TrainState(jnp.zeros((), jnp.int32), params, {n: {} for n in self.networks},
-                          opt_state, {}, key)
+                          opt_state, buffers, key)
 
     def create_state(self, key: Array) -> TrainState:
         init_key, state_key = jax.random.split(key)
@@ -274,9 +315,10 @@ class UNIT:
         return total, {"terms": terms}
 
     def generator_loss(self, g_params: Mapping[str, Any], d_params: Mapping[str, Any],
-                       batch: Mapping[str, Array], noise: Mapping[str, Array] | Array
-                       ) -> tuple[Array, dict[str, Any]]:
-        """`gen_update`'s loss: reconstruction, KL, cycle and adversarial terms with their weights."""
+                       batch: Mapping[str, Array], noise: Mapping[str, Array] | Array,
+                       vgg_params: Mapping[str, Any] | None = None) -> tuple[Array, dict[str, Any]]:
+        """`gen_update`'s loss: reconstruction, KL, cycle and adversarial terms with their weights,
+        plus vgg_w * (vgg(x_ba, x_b) + vgg(x_ab, x_a)) when vgg_w > 0 (`vgg_params` frozen)."""
         d = jax.lax.stop_gradient(d_params)
         x_a, x_b = batch["A"], batch["B"]
         h_a = self.encode("gen_a", g_params, x_a)
@@ -307,6 +349,11 @@ class UNIT:
                  + w["recon_kl_w"] * (t["recon_kl_a"] + t["recon_kl_b"])
                  + w["recon_x_cyc_w"] * (t["cyc_x_a"] + t["cyc_x_b"])
                  + w["recon_kl_cyc_w"] * (t["recon_kl_cyc_aba"] + t["recon_kl_cyc_bab"]))
+        if w.get("vgg_w", 0) > 0:
+            frozen = jax.lax.stop_gradient(vgg_params)
+            t["vgg_a"] = vgg.vgg_loss(frozen, x_ba.astype(x_a.dtype), x_b)
+            t["vgg_b"] = vgg.vgg_loss(frozen, x_ab.astype(x_b.dtype), x_a)
+            total = total + w["vgg_w"] * t["vgg_a"] + w["vgg_w"] * t["vgg_b"]
         images = {"x_ab": x_ab, "x_ba": x_ba, "x_a_recon": x_a_recon, "x_b_recon": x_b_recon}
         return total, {"terms": t, "images": images}
 
@@ -328,7 +375,7 @@ class UNIT:
             d_params, g_params, batch, dis_key)
         new_d, d_opt = apply_group_update(self.tx["dis"], state.opt_state["dis"], d_params, d_grads)
         (g_loss, g_aux), g_grads = jax.value_and_grad(self.generator_loss, has_aux=True)(
-            g_params, new_d, batch, gen_key)
+            g_params, new_d, batch, gen_key, state.buffers.get("vgg"))
         new_g, g_opt = apply_group_update(self.tx["gen"], state.opt_state["gen"], g_params, g_grads)
         metrics = {**g_aux["terms"], **d_aux["terms"], "G": g_loss, "D": d_loss,
                    "lr": jnp.asarray(self.schedule(state.step), jnp.float32)}

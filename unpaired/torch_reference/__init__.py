@@ -74,12 +74,32 @@ def _unit_step(config, device: str, dtype, compile: bool = False) -> StepFn:
     reference networks built from `config` (gen_*/dis_* keys, loss weights, Adam, StepLR).
 
     `dtype=torch.bfloat16` runs under autocast; `compile=True` compiles each network.
-    The shared-weight form (gen_shared_blocks, dis_shared_layers) has no reference step.
+    `config.arch='version_02'` gives COCOGANTrainer's iteration (dis_update, gen_update) on
+    COCOResGen2 + COCOSharedDis; with vgg_w > 0 the frozen VGG16 is read from
+    config.vgg_model_path. The master networks with bolted-on sharing (gen_shared_blocks,
+    dis_shared_layers) have no reference step.
     """
     import torch
 
     from unpaired.torch_reference import unit as ref
 
+    autocast = dtype is not None and dtype != torch.float32
+    if config.get("arch", "master") == "version_02":
+        from unpaired.torch_reference import unit_v02
+
+        nets = {k: v.to(device).train() for k, v in unit_v02.build_unit_v02(config).items()}
+        hp = {k: config[k] for k in ("gan_w", "recon_x_w", "recon_kl_w", "recon_x_cyc_w",
+                                     "recon_kl_cyc_w", "lr", "beta1", "beta2", "weight_decay")}
+        model = unit_v02.COCOGANReference(nets, hp)
+        if compile:
+            model.gen, model.dis = torch.compile(model.gen), torch.compile(model.dis)
+
+        def v02_step(real_A, real_B):
+            with torch.autocast(device_type=device, dtype=dtype, enabled=autocast):
+                return model.step(real_A, real_B)
+
+        v02_step.model = model
+        return v02_step
     if config.get("gen_shared_blocks", 0) or config.get("dis_shared_layers", 0):
         raise NotImplementedError("the UNIT master reference has no shared layers: set "
                                   "config.gen_shared_blocks=0 and config.dis_shared_layers=0")
@@ -90,11 +110,14 @@ def _unit_step(config, device: str, dtype, compile: bool = False) -> StepFn:
     hp = {k: config[k] for k in ("gan_w", "recon_x_w", "recon_kl_w", "recon_x_cyc_w",
                                  "recon_kl_cyc_w", "lr", "beta1", "beta2", "weight_decay",
                                  "step_size", "gamma")}
-    model = ref.UNITReference(nets, hp)
+    vgg = None
+    if config.get("vgg_w", 0) > 0:
+        hp["vgg_w"] = config.vgg_w
+        vgg = _torch_vgg(config.vgg_model_path).to(device)
+    model = ref.UNITReference(nets, hp, vgg=vgg)
     if compile:
         for name in ("gen_a", "gen_b", "dis_a", "dis_b"):
             setattr(model, name, torch.compile(getattr(model, name)))
-    autocast = dtype is not None and dtype != torch.float32
 
     def step(real_A, real_B):
         with torch.autocast(device_type=device, dtype=dtype, enabled=autocast):
@@ -225,6 +248,22 @@ def _unit_da_step(config, device: str, dtype, compile: bool = False) -> StepFn:
     from unpaired.torch_reference import unit_da
 
     return unit_da.reference_step(config, device, dtype, compile)
+
+
+def _torch_vgg(path: str):
+    """The frozen reference Vgg16 with the weights `unpaired.nets.vgg.load_vgg16` reads."""
+    import numpy as np
+    import torch
+
+    from unpaired.nets.vgg import load_vgg16, widths_of
+    from unpaired.torch_reference import vgg as ref_vgg
+
+    params = load_vgg16(path)
+    net = ref_vgg.Vgg16(widths_of(params))
+    net.load_state_dict({f"{name}.{leaf}": torch.from_numpy(np.ascontiguousarray(
+        p["kernel"].transpose(3, 2, 0, 1) if leaf == "weight" else p["bias"]))
+        for name, p in params.items() for leaf in ("weight", "bias")})
+    return ref_vgg.frozen(net)
 
 
 # Builders by `config.method`: (config, device, dtype, compile=False) -> step(*images).

@@ -227,10 +227,13 @@ def compute_kl(mu: torch.Tensor) -> torch.Tensor:
 
 
 class UNITReference:
-    """`UNIT_Trainer` (master) without VGG: two Adams with coupled weight decay, StepLR,
+    """`UNIT_Trainer` (master), with the VGG loss when hp['vgg_w'] > 0: two Adams with
+    coupled weight decay, StepLR,
     `update_learning_rate` then `dis_update` then `gen_update` per iteration."""
 
-    def __init__(self, nets: Mapping[str, nn.Module], hp: Mapping[str, float]):
+    def __init__(self, nets: Mapping[str, nn.Module], hp: Mapping[str, float],
+                 vgg: nn.Module | None = None):
+        self.vgg = vgg  # frozen Vgg16 (torch_reference.vgg), used when hp['vgg_w'] > 0
         self.gen_a, self.gen_b = nets["gen_a"], nets["gen_b"]
         self.dis_a, self.dis_b = nets["dis_a"], nets["dis_b"]
         self.hp = dict(hp)
@@ -294,6 +297,11 @@ class UNITReference:
                  + hp["recon_x_w"] * t["recon_x_b"] + hp["recon_kl_w"] * t["recon_kl_b"]
                  + hp["recon_x_cyc_w"] * t["cyc_x_a"] + hp["recon_kl_cyc_w"] * t["recon_kl_cyc_aba"]
                  + hp["recon_x_cyc_w"] * t["cyc_x_b"] + hp["recon_kl_cyc_w"] * t["recon_kl_cyc_bab"])
+        if hp.get("vgg_w", 0) > 0:
+            from unpaired.torch_reference.vgg import compute_vgg_loss
+            t["vgg_a"] = compute_vgg_loss(self.vgg, x_ba, x_b)
+            t["vgg_b"] = compute_vgg_loss(self.vgg, x_ab, x_a)
+            total = total + hp["vgg_w"] * t["vgg_a"] + hp["vgg_w"] * t["vgg_b"]
         images = {"x_ab": x_ab, "x_ba": x_ba, "x_a_recon": x_a_recon, "x_b_recon": x_b_recon}
         return total, t, images
 

@@ -8,6 +8,8 @@ InstanceNorm have a mathematically zero gradient and are held to an absolute bou
 the master step test.
 """
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -77,15 +79,19 @@ def noise_of(seed, config, names, dtype=torch.float32):
 
 
 @pytest.mark.parametrize("gen_name", ["COCOResGen2", "COCOResGen"])
-def test_state_dicts_map_one_to_one_and_outputs_match(gen_name):
+def test_state_dicts_map_one_to_one_and_outputs_match(gen_name, tmp_path):
     config = tiny_config(gen_name=gen_name)
     method, state, reference = build(config)
     for name, shared_key in (("gen", "enc_shared.0.model.3.weight"), ("dis", "model_S.1.weight")):
         theirs = getattr(reference, name).state_dict()  # the export gives back exactly these
-        ours = method.export_official(state.params, name)
+        ours = method.official_state_dict(state.params, name)
         assert set(ours) == set(theirs) and shared_key in ours
         for key, value in theirs.items():
             np.testing.assert_array_equal(ours[key], value.numpy())
+    files = method.export_official(state.params, state.model_state, str(tmp_path))
+    assert [os.path.basename(f) for f in files] == ["gen.pkl", "dis.pkl"]
+    for name, path in zip(("gen", "dis"), files):  # torch loads the exported files strictly
+        getattr(reference, name).load_state_dict(torch.load(path, weights_only=True), strict=True)
     batch = batch_of(0, config)
     x_a, x_b = nchw(batch["A"]), nchw(batch["B"])
     for direction, a2b, x in (("AtoB", True, batch["A"]), ("BtoA", False, batch["B"])):

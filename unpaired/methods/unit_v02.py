@@ -14,6 +14,7 @@ Facts: `shared/reference/unit.md` §3.1.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Mapping
 
 import jax
@@ -27,7 +28,7 @@ from unpaired.methods.translation import TranslationRequest
 from unpaired.methods.unit import (COMPUTE_DTYPES, LR_POLICIES, UNIT, _cat, _halves,
                                    adam_coupled_l2, step_lr_schedule)
 from unpaired.nets import unit_v02 as nets
-from unpaired.weights import read_torch_file
+from unpaired.weights import read_torch_file, write_torch_file
 
 Array = jax.Array
 DIS_NOISE = ("n_a", "n_b")
@@ -258,6 +259,20 @@ class UNITv02(UNIT):
         params = {"gen": self.import_weights(path, ("gen",))["gen"]["params"]}
         return params, {"gen": {}}, served
 
-    def export_official(self, params: Mapping[str, Any], kind: str = "gen") -> dict[str, np.ndarray]:
+    def official_state_dict(self, params: Mapping[str, Any], kind: str = "gen") -> dict[str, np.ndarray]:
         """The state_dict `COCOGANTrainer.save` writes for `kind` gen or dis."""
         return torch_io.to_state_dict({"params": params[kind]})
+
+    def export_official(self, params: Mapping[str, Any], model_state: Mapping[str, Any],
+                        path: str) -> list[str]:
+        """`gen.pkl` and `dis.pkl` (those present) under folder `path`, the state_dicts
+        version_02 saves as `*_gen_XXXXXXXX.pkl` / `*_dis_XXXXXXXX.pkl` (the export hook)."""
+        del model_state  # instance norms without statistics
+        params = jax.device_get(params)
+        os.makedirs(path, exist_ok=True)
+        written = []
+        for kind in [k for k in ("gen", "dis") if k in params]:
+            out = os.path.join(path, f"{kind}.pkl")
+            write_torch_file(self.official_state_dict(params, kind), out)
+            written.append(out)
+        return written

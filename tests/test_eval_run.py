@@ -1,0 +1,210 @@
+"""The evaluation seam (unpaired.eval.run) and its use in the training loop.
+
+Tiny widths on the built-in digits: the held-out split is fixed and disjoint from
+training; `evaluate` equals an independent per-image computation (translation accuracy,
+cycle L1, a method's digit_accuracy); training with eval_every logs eval/ metrics,
+keeps the best step (source held-out accuracy) in best.json and best/, and a resumed run
+keeps that record.
+"""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import cyclegan as cyclegan_config
+from configs import dtn as dtn_config
+from configs import ufdn as ufdn_config
+from unpaired import config_validation, data, methods, train, translate
+from unpaired.data.spec import DataSpec
+from unpaired.eval import classifier as eval_classifier
+from unpaired.eval import during_training, run
+
+
+def classifier_config(domain, steps=3):
+    config = dtn_config.get_config("digits_pretrain")
+    config.source_domain, config.target_domain = domain, "B" if domain == "A" else "A"
+    config.nf, config.feature_dim = 4, 8
+    config.batch_size = 8
+    config.data.num_workers = 1
+    config.max_steps = steps
+    config.log_every = config.sample_every = config.checkpoint_every = steps
+    return config
+
+
+@pytest.fixture(scope="module")
+def classifiers(tmp_path_factory):
+    """Two briefly trained dtn_pretrain runs, one per digit domain (A handwritten, B printed)."""
+    out = {}
+    for domain in ("A", "B"):
+        workdir = str(tmp_path_factory.mktemp(f"clf_{domain}"))
+        train.train_and_evaluate(classifier_config(domain), workdir)
+        out[domain] = workdir
+    return out
+
+
+def cyclegan_tiny(classifiers=None, **overrides):
+    config = cyclegan_config.get_config("digits")
+    config.ngf = config.ndf = 2
+    config.netG = "resnet_6blocks"
+    config.batch_size = 2
+    config.pool_size = 2
+    config.data.num_workers = 1
+    config.log_every = 1
+    config.sample_every = 100
+    config.checkpoint_every = 2
+    config.keep_checkpoints = 1
+    config.data.holdout = 16
+    config.eval.test_size = 21   # 21 = 16 + 5: the second batch is padded
+    config.eval.batch_size = 16
+    if classifiers:
+        config.eval.classifiers = ",".join(f"{d}={p}" for d, p in classifiers.items())
+    for key, value in overrides.items():
+        target = config
+        *parents, leaf = key.split(".")
+        for p in parents:
+            target = target[p]
+        target[leaf] = value
+    return config
+
+
+def test_holdout_split_is_fixed_disjoint_and_off_by_default():
+    config = cyclegan_tiny()
+    spec = DataSpec(domains=("A",), channels={"A": 1}, labels=("A",))
+    without_key = {k: v for k, v in config.data.items() if k != "holdout"}  # as before the key
+    plain = data.make_loader(without_key, split="train", batch_size=2, seed=0, spec=spec)
+    n = len(plain.sources["A"])
+    config.data.holdout = 0
+    same = data.make_loader(config.data, split="train", batch_size=2, seed=0, spec=spec)
+    np.testing.assert_array_equal(same.batch(3)["A"], plain.batch(3)["A"])  # holdout 0: unchanged
+    config.data.holdout = 16
+    held = data.make_loader(config.data, split="holdout", batch_size=2, seed=0, spec=spec)
+    rest = data.make_loader(config.data, split="train", batch_size=2, seed=5, spec=spec)
+    assert len(held.sources["A"]) == 16 and len(rest.sources["A"]) == n - 16
+    held_idx, rest_idx = held.sources["A"].indices, rest.sources["A"].indices
+    assert not set(held_idx) & set(rest_idx) and len(set(held_idx) | set(rest_idx)) == n
+    np.testing.assert_array_equal(held.labels["A"], plain.labels["A"][held_idx])
+    again = data.make_loader(config.data, split="holdout", batch_size=2, seed=9, spec=spec)
+    np.testing.assert_array_equal(again.sources["A"].indices, held_idx)  # the same for any seed
+    assert len(set(held.labels["A"])) > 1  # a mixed slice, not one class
+    config.data.holdout = n
+    with pytest.raises(data.DataError, match="config.data.holdout"):
+        data.make_loader(config.data, split="train", batch_size=2, seed=0, spec=spec)
+
+
+def test_validation_names_the_key(classifiers):
+    for key, value, match in (("eval_every", -1, "config.eval_every"),
+                              ("data.holdout", -2, "config.data.holdout"),
+                              ("eval.test_size", -1, "config.eval.test_size"),
+                              ("eval.classifiers", "Z=/nowhere", "config.eval.classifiers"),
+                              ("eval.classifiers", "A=/nowhere", "config.eval.classifiers")):
+        with pytest.raises(config_validation.ConfigError, match=match.replace(".", r"\.")):
+            config_validation.validate(cyclegan_tiny(**{key: value}))
+    config_validation.validate(cyclegan_tiny(classifiers, eval_every=2))
+
+
+def test_evaluate_equals_an_independent_computation(classifiers):
+    config = cyclegan_tiny(classifiers)
+    method = methods.build(config)
+    state = method.create_state(jax.random.key(3))
+    eval_data = run.load_eval_data(method, config)
+    metrics = run.evaluate(method, state, config, eval_data)
+    assert sorted(metrics) == ["cycle_l1/A_to_B", "cycle_l1/B_to_A",
+                               "translation_accuracy/A_to_B", "translation_accuracy/B_to_A",
+                               "translation_accuracy_holdout/A_to_B",
+                               "translation_accuracy_holdout/B_to_A"]
+    clf = {d: translate.load_workdir_state(p) for d, p in classifiers.items()}
+    for s, t, direction in (("A", "B", "AtoB"), ("B", "A", "BtoA")):
+        test = eval_data.test[s]
+        assert len(test.images) == 21
+        # Independent: one image at a time, unjitted, no padding.
+        fakes = np.concatenate([np.asarray(method.translate(state.params, x[None], direction,
+                                                            state.model_state))
+                                for x in test.images])
+        c_method, c_state, _ = clf[t]
+        predicted = np.array([int(c_method.classify(c_state.params, c_state.model_state, f[None])[0])
+                              for f in fakes])
+        expected = float(np.mean(predicted == test.labels))
+        assert abs(metrics[f"translation_accuracy/{s}_to_{t}"] - expected) <= 1 / 21 + 1e-12
+        back = "BtoA" if direction == "AtoB" else "AtoB"
+        again = np.asarray(method.translate(state.params, jnp.asarray(fakes), back, state.model_state))
+        expected_l1 = float(np.mean(np.abs(again.astype(np.float64) - test.images)))
+        np.testing.assert_allclose(metrics[f"cycle_l1/{s}_to_{t}"], expected_l1, rtol=1e-5)
+        assert len(eval_data.holdout[s].images) == 16
+    # The same images every time: a second evaluation gives identical numbers.
+    assert run.evaluate(method, state, config, run.load_eval_data(method, config)) == metrics
+
+
+def test_selection_uses_source_holdout_never_test():
+    metrics = {"translation_accuracy/A_to_B": 0.9, "translation_accuracy_holdout/A_to_B": 0.5,
+               "translation_accuracy_holdout/B_to_A": 0.7, "cycle_l1/A_to_B": 0.2}
+    assert run.selection_value(metrics, "auto") == ("mean(translation_accuracy_holdout/*)", 0.6)
+    metrics["da_accuracy_holdout/A"] = 0.4
+    assert run.selection_value(metrics, "auto") == ("mean(da_accuracy_holdout/*)", 0.4)
+    assert run.selection_value(metrics, "cycle_l1/A_to_B") == ("cycle_l1/A_to_B", -0.2)
+    assert run.selection_value({"translation_accuracy/A_to_B": 0.9}, "auto") is None
+    assert run.selection_value(metrics, "none") is None
+    with pytest.raises(ValueError, match="config.eval.select"):
+        run.selection_value(metrics, "nope/x")
+
+
+def test_training_evaluates_keeps_the_best_and_resumes_with_it(classifiers, tmp_path):
+    workdir = str(tmp_path)
+    train.train_and_evaluate(cyclegan_tiny(classifiers, eval_every=2, max_steps=4), workdir)
+    rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+    evals = {r["step"]: r for r in rows if "eval/translation_accuracy/A_to_B" in r}
+    assert sorted(evals) == [2, 4]
+
+    def score(step):
+        return np.mean([evals[step][f"eval/translation_accuracy_holdout/{k}"] for k in ("A_to_B", "B_to_A")])
+
+    best = during_training.read_best(workdir)
+    best_step = max((2, 4), key=lambda s: (score(s), -s))  # the first step reaching the maximum
+    assert best["step"] == best_step and best["select"] == "mean(translation_accuracy_holdout/*)"
+    np.testing.assert_allclose(best["value"], score(best_step), rtol=1e-6)
+    # The best state is kept outside the rotating checkpoints (keep_checkpoints=1).
+    assert os.listdir(os.path.join(workdir, "best", "checkpoints")) == [str(best_step)]
+    _, best_state, _ = translate.load_workdir_state(os.path.join(workdir, "best"))
+    assert int(best_state.step) == best_step
+    # Resume: the record is kept and replaced only by a strictly better step.
+    train.train_and_evaluate(cyclegan_tiny(classifiers, eval_every=2, max_steps=6), workdir)
+    rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+    evals = {r["step"]: r for r in rows if "eval/translation_accuracy/A_to_B" in r}
+    assert sorted(evals) == [2, 4, 6]
+    best = during_training.read_best(workdir)
+    assert best["step"] == max((2, 4, 6), key=lambda s: (score(s), -s))
+    assert os.listdir(os.path.join(workdir, "best", "checkpoints")) == [str(best["step"])]
+
+
+def ufdn_uda_tiny():
+    """UFDN procedure uda on two built-in digit domains (B labelled source, A target), tiny nets."""
+    config = ufdn_config.get_config("digits")
+    config.procedure = "uda"
+    config.data.domains = "B,A"
+    config.D_feat = [ufdn_config._fc(8), ufdn_config._fc(2, "")]
+    config.D_digit = [ufdn_config._fc(10, "")]
+    config.lambdas = {"pix_recon": (1.0, 1.0, 1), "kl": (1e-7, 1e-7, 1), "feat_domain": (0.1, 0.1, 1)}
+    config.data.holdout = 12
+    config.eval.test_size = 21
+    config.eval.batch_size = 16
+    return config
+
+
+def test_digit_accuracy_hook_on_target_test_and_source_holdout():
+    config = ufdn_uda_tiny()
+    config_validation.validate(config)
+    method = methods.build(config)
+    state = method.create_state(jax.random.key(0))
+    eval_data = run.load_eval_data(method, config)
+    metrics = run.evaluate(method, state, config, eval_data)
+    assert {"da_accuracy/A", "da_accuracy_holdout/B"} <= set(metrics)
+    assert not any(k.startswith("translation_accuracy") for k in metrics)  # no classifiers given
+    for key, eval_set in (("da_accuracy/A", eval_data.test["A"]),
+                          ("da_accuracy_holdout/B", eval_data.holdout["B"])):
+        per_image = [float(method.digit_accuracy(state.params, state.model_state, x[None], y[None]))
+                     for x, y in zip(eval_set.images, eval_set.labels)]
+        assert abs(metrics[key] - np.mean(per_image)) <= 1 / len(per_image) + 1e-12
+    assert run.selection_value(metrics, "auto")[0] == "mean(da_accuracy_holdout/*)"

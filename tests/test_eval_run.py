@@ -21,7 +21,7 @@ from configs import ufdn as ufdn_config
 from unpaired import checkpoint, config_validation, data, methods, train, translate
 from unpaired.data.spec import DataSpec
 from unpaired.eval import classifier as eval_classifier
-from unpaired.eval import during_training, run
+from unpaired.eval import during_training, report, run
 
 
 def classifier_config(domain, steps=3):
@@ -157,8 +157,18 @@ def test_selection_uses_source_holdout_never_test():
         run.selection_value(metrics, "nope/x")
 
 
-def test_training_evaluates_keeps_the_best_and_resumes_with_it(classifiers, tmp_path):
-    workdir = str(tmp_path)
+@pytest.fixture(scope="module")
+def trained(classifiers, tmp_path_factory):
+    """A tiny CycleGAN run with in-training evaluation: 2 steps, then resumed to 4."""
+    workdir = str(tmp_path_factory.mktemp("trained"))
+    train.train_and_evaluate(cyclegan_tiny(classifiers, eval_every=2, max_steps=2), workdir)
+    first = during_training.read_best(workdir)
+    train.train_and_evaluate(cyclegan_tiny(classifiers, eval_every=2, max_steps=4), workdir)
+    return workdir, first
+
+
+def test_training_evaluates_keeps_the_best_and_resumes_with_it(trained):
+    workdir, best = trained
 
     def eval_rows():
         rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
@@ -167,15 +177,11 @@ def test_training_evaluates_keeps_the_best_and_resumes_with_it(classifiers, tmp_
     def score(step):
         return np.mean([evals[step][f"eval/translation_accuracy_holdout/{k}"] for k in ("A_to_B", "B_to_A")])
 
-    train.train_and_evaluate(cyclegan_tiny(classifiers, eval_every=2, max_steps=2), workdir)
     evals = eval_rows()
-    assert sorted(evals) == [2] and {"eval/cycle_l1/A_to_B", "eval/cycle_l1/B_to_A"} <= set(evals[2])
-    best = during_training.read_best(workdir)
+    assert {"eval/cycle_l1/A_to_B", "eval/cycle_l1/B_to_A"} <= set(evals[2])
     assert best["step"] == 2 and best["select"] == "mean(translation_accuracy_holdout/*)"
     np.testing.assert_allclose(best["value"], score(2), rtol=1e-6)
-    # Resume (keep_checkpoints=1): the record is kept and replaced only by a strictly better step.
-    train.train_and_evaluate(cyclegan_tiny(classifiers, eval_every=2, max_steps=4), workdir)
-    evals = eval_rows()
+    # Resumed (keep_checkpoints=1): the record is kept and replaced only by a strictly better step.
     assert sorted(evals) == [2, 4]
     best = during_training.read_best(workdir)
     best_step = 4 if score(4) > score(2) else 2
@@ -216,3 +222,56 @@ def test_digit_accuracy_hook_on_target_test_and_source_holdout():
                                                      eval_set.images, eval_set.labels))
         assert abs(metrics[key] - whole) <= 1 / len(eval_set.images) + 1e-12
     assert run.selection_value(metrics, "auto")[0] == "mean(da_accuracy_holdout/*)"
+
+
+def test_pixel_da_classifier_learns_and_composes(classifiers):
+    from unpaired.eval import pixel_da
+    from unpaired.eval.sets import load_set
+
+    config = cyclegan_tiny()
+    real = load_set(config.data, "B", "train", 1, True, limit=40)
+    clf, clf_state = pixel_da.train_classifier(real.images, real.labels, steps=40, nf=4, lr=3e-3,
+                                               batch_size=20)
+    predicted = np.asarray(jax.jit(clf.classify)(clf_state.params, clf_state.model_state, real.images))
+    assert np.mean(predicted == real.labels) > 0.5  # chance is 0.1: it learns its training set
+    # The protocol = translate the source set, train on the fakes with source labels, test on target.
+    config.eval.pixel_da_nf, config.eval.pixel_da_batch = 4, 8
+    method = methods.build(config)
+    state = method.create_state(jax.random.key(1))
+    source = load_set(config.data, "A", "train", 1, True, limit=24)
+    target = load_set(config.data, "B", "test", 1, True, limit=21)
+    request = method.resolve_request(run.TranslationRequest(target="B"))
+    got = pixel_da.pixel_da_accuracy(method, state, config, "A", "B", request, steps=3,
+                                     source_set=source, target_test=target, seed=4)
+    fakes = np.asarray(jax.jit(lambda p, ms, x: method.translate(p, x, "AtoB", ms))(
+        state.params, state.model_state, source.images))
+    c2, s2 = pixel_da.train_classifier(fakes, source.labels, steps=3, nf=4, lr=3e-4, batch_size=8, seed=4)
+    expected = np.mean(np.asarray(jax.jit(c2.classify)(s2.params, s2.model_state, target.images))
+                       == target.labels)
+    assert abs(got - expected) <= 1 / 21 + 1e-12
+
+
+def test_launch_evaluate_prints_the_metrics_as_json_last(trained):
+    import subprocess
+    import sys
+
+    workdir, _ = trained
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run(
+        [sys.executable, "-m", "launch.evaluate", f"--workdir={workdir}", "--test_size=8",
+         "--pixel_da_steps=2", "--config.eval.pixel_da_nf=2"],
+        cwd=repo, capture_output=True, text=True, timeout=600, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    metrics = json.loads(out.stdout.strip().splitlines()[-1])
+    assert metrics["step"] == 4 and metrics["method"] == "cyclegan"
+    for key in ("translation_accuracy/A_to_B", "translation_accuracy/B_to_A", "cycle_l1/A_to_B",
+                "translation_accuracy_holdout/A_to_B", "pixel_da_accuracy/A_to_B",
+                "pixel_da_accuracy/B_to_A"):
+        assert 0.0 <= metrics[key] <= (1.0 if "accuracy" in key else 2.0), key
+    # The same numbers as in-process, on the same 8 test images.
+    model = report.load_model(workdir)
+    model.config.eval.test_size = 8
+    direct = run.evaluate(model.method, model.state, model.config,
+                          run.load_eval_data(model.method, model.config))
+    for key, value in direct.items():
+        np.testing.assert_allclose(metrics[key], value, rtol=1e-6, err_msg=key)

@@ -27,6 +27,7 @@ def eval_config() -> ml_collections.ConfigDict:
         pixel_da_batch=64,
         pixel_da_lr=3e-4,
         pixel_da_nf=64,         # that classifier's width (dtn_pretrain's f)
+        pixel_da_size=0,        # the first N labelled source training images it learns from (0: all)
     ))
 
 
@@ -65,7 +66,8 @@ def validate_eval(config: ml_collections.ConfigDict, domains: tuple[str, ...] = 
         return
     e = config.eval
     for key, minimum in (("test_size", 0), ("batch_size", 1), ("pixel_da_steps", 0),
-                         ("pixel_da_batch", 1), ("pixel_da_nf", 1)):
+                         ("pixel_da_batch", 1), ("pixel_da_nf", 1),
+                         ("pixel_da_size", 0)):
         if key in e:
             _int_at_least(e, key, minimum, "config.eval")
     if "pixel_da_lr" in e and not e.pixel_da_lr > 0:

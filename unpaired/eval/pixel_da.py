@@ -64,7 +64,8 @@ def pixel_da_accuracy(method: Any, state: Any, config: ml_collections.ConfigDict
     e = config.eval
     spec = type(method).data_spec(config)
     if source_set is None:
-        source_set = load_set(config.data, source, "train", spec.channels[source], True)
+        source_set = load_set(config.data, source, "train", spec.channels[source], True,
+                              int(e.get("pixel_da_size", 0)))
     if target_test is None:
         target_test = load_set(config.data, target, "test", spec.channels[target], True,
                                int(e.get("test_size", 0)))

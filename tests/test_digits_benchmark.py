@@ -49,3 +49,25 @@ def test_digits_benchmark_runs_end_to_end(tmp_path):
         assert f"](results_figures/{name})" in text
         with Image.open(tmp_path / "results_figures" / name) as img:
             assert img.size[0] > 60 and img.size[1] > 60
+
+
+@pytest.mark.skipif(not os.path.isdir(DATA), reason=f"real digit data not found at {DATA}")
+@pytest.mark.parametrize("tiny", [False, True])
+def test_every_method_config_validates(tiny, tmp_path):
+    from unpaired import config_validation
+    from unpaired.eval import digits_benchmark as bench
+
+    clf = tmp_path / "clf"
+    (clf / "checkpoints").mkdir(parents=True)
+    settings = bench.Settings(data_root=DATA, tiny=tiny)
+    for direction, (src, tgt) in bench.DIRECTIONS.items():
+        config_validation.validate(bench.classifier_config(settings, tgt))
+        for method in bench.METHODS:
+            config, names = bench.method_config(settings, method, direction, 0, {tgt: str(clf)})
+            if method == "dtn":
+                config.init_from = str(clf)
+            config_validation.validate(config)
+            assert sorted(names.values()) == sorted((src, tgt)), method
+            assert config.data.holdout == settings.holdout and config.eval_every == settings.eval_every
+            judged = [d for d, n in names.items() if n == tgt]
+            assert config.eval.classifiers == f"{judged[0]}={clf}", method

@@ -275,3 +275,26 @@ def test_launch_evaluate_prints_the_metrics_as_json_last(trained):
                           run.load_eval_data(model.method, model.config))
     for key, value in direct.items():
         np.testing.assert_allclose(metrics[key], value, rtol=1e-6, err_msg=key)
+
+
+def test_report_reads_an_official_weight_file_for_its_one_direction(classifiers):
+    from tests.fixtures import make_tf_dtn_checkpoint as fixture
+
+    config = dtn_config.get_config("digits")  # source B (printed) -> target A (handwritten)
+    for key, value in fixture.WIDTHS.items():
+        config[key] = value
+    config.eval.classifiers = f"A={classifiers['A']}"
+    config.eval.test_size = 21
+    config.eval.batch_size = 16
+    model = report.load_model(fixture.PREFIX, config=config)
+    assert model.served.direction == "AtoB" and model.state.step == 0
+    metrics = report.report(model)
+    assert sorted(k for k in metrics if "/" in k) == ["translation_accuracy/B_to_A"]
+    params, model_state, _ = model.method.load_official(fixture.PREFIX, run.TranslationRequest())
+    test = run.load_eval_data(model.method, model.config).test["B"]
+    fakes = jax.jit(lambda p, ms, x: model.method.translate(p, x, "AtoB", ms))(params, model_state, test.images)
+    c_method, c_state, _ = translate.load_workdir_state(classifiers["A"])
+    predicted = np.asarray(jax.jit(c_method.classify)(c_state.params, c_state.model_state, fakes))
+    assert abs(metrics["translation_accuracy/B_to_A"] - np.mean(predicted == test.labels)) <= 1 / 21 + 1e-12
+    with pytest.raises(ValueError, match="--config"):
+        report.load_model(fixture.PREFIX)

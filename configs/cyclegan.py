@@ -13,6 +13,7 @@ Presets:
 import ml_collections
 
 from unpaired.data.config import data_config
+from unpaired.eval.config import add_eval_keys
 
 
 def _data(source: str = "folder") -> ml_collections.ConfigDict:
@@ -80,6 +81,7 @@ def get_config(preset: str = "digits") -> ml_collections.ConfigDict:
     c.init_from = ""            # a workdir, its checkpoints/<step> folder, or a .pth of one network
     c.init_networks = ""        # comma-separated, ours=theirs to rename: e.g. G_A,D_A or G_A=G_B
     c.verify_checkpoints = True  # CRC-32 per array on save, checked on restore (off: huge states)
+    add_eval_keys(c)           # eval_every (0: off) and the eval block (unpaired.eval)
     c.data = _data()
 
     if preset == "digits":

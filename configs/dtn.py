@@ -19,6 +19,7 @@ Presets:
 import ml_collections
 
 from unpaired.data.config import data_config
+from unpaired.eval.config import add_eval_keys
 
 PRESETS = ("digits", "mnist2usps", "usps2mnist", "faces")
 
@@ -89,6 +90,7 @@ def get_config(preset: str = "digits") -> ml_collections.ConfigDict:
     c.init_from = ""            # stage 2: the stage-1 workdir or a TF svhn_model-<step> (required)
     c.init_networks = "" if stage1 else "f"
     c.verify_checkpoints = True
+    add_eval_keys(c)           # eval_every (0: off) and the eval block (unpaired.eval)
     # Stage 2's translation accuracy at the end: a dtn_pretrain workdir trained on the
     # TARGET domain (e.g. preset digits_pretrain with --config.source_domain=A); "" skips it.
     c.eval_classifier = ""

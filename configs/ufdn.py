@@ -16,6 +16,7 @@ Presets:
 import ml_collections
 
 from unpaired.data.config import data_config
+from unpaired.eval.config import add_eval_keys
 
 
 def _conv(out, norm="bn", act="LeakyReLU"):
@@ -80,6 +81,7 @@ def get_config(preset: str = "digits") -> ml_collections.ConfigDict:
     c.init_from = ""
     c.init_networks = ""
     c.verify_checkpoints = True
+    add_eval_keys(c)           # eval_every (0: off) and the eval block (unpaired.eval)
     c.data = _data("folder")
 
     if preset == "digits":

@@ -81,6 +81,10 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int = 1) -> None
         )
     _validate_data(config)
     method.validate_config(config)
+    if "eval_every" in config or "eval" in config:
+        from unpaired.eval.config import validate_eval  # pylint: disable=import-outside-toplevel
+
+        validate_eval(config, tuple(method.data_spec(config).domains))
 
 
 def _validate_data(config: ml_collections.ConfigDict) -> None:
@@ -97,6 +101,8 @@ def _validate_data(config: ml_collections.ConfigDict) -> None:
     _at_least(data, "num_workers", 0, "config.data")
     if data.get("image_resize", "bicubic") not in ("bicubic", "lanczos"):
         raise ConfigError(f"config.data.image_resize={data.image_resize!r} is not one of bicubic, lanczos")
+    if "holdout" in data:
+        _at_least(data, "holdout", 0, "config.data")
     if data.bad_image not in ("skip", "error"):
         raise ConfigError(f"config.data.bad_image={data.bad_image!r} is not one of skip, error")
     if data.preprocess in ("resize_and_crop", "scale_width_and_crop") and data.crop_size > data.load_size:

@@ -123,6 +123,7 @@ def restore_or_create(
     changes = _config_differences(meta.get("config", {}), config.to_dict())
     benign = [c for c in changes if not c.startswith(("config.max_steps", "config.log_every",
                                                       "config.sample_every", "config.checkpoint_every",
+                                                      "config.eval_every", "config.eval.",
                                                       "config.keep_checkpoints", "config.data.num_workers",
                                                       # ignored on resume (logged) / checks only:
                                                       "config.init_from", "config.init_networks",
@@ -157,6 +158,15 @@ def start_or_resume(
     return state, record.to_meta()
 
 
+def _make_evaluator(method: Any, config: ml_collections.ConfigDict, workdir: str) -> Any:
+    """unpaired.eval's in-training evaluator when config.eval_every > 0 (imported only then)."""
+    if int(config.get("eval_every", 0)) <= 0:
+        return None
+    from unpaired.eval import during_training  # pylint: disable=import-outside-toplevel
+
+    return during_training.make_evaluator(method, config, workdir)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
     """Trains `config.method` in `workdir` (resuming if it holds checkpoints); returns the final state."""
     config_validation.validate(config, num_devices=jax.device_count())
@@ -173,6 +183,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
     try:
         state, last_good = restore_or_create(method, config, ckpt)
         state, init_record = start_or_resume(method, config, ckpt, state, last_good, workdir)
+        evaluator = _make_evaluator(method, config, workdir)
     except BaseException:
         ckpt.close()  # release orbax's threads and the data workers before the error propagates
         loader.close()
@@ -199,14 +210,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
     log.info("training %s from step %d to %d (%d steps per epoch) in %s",
              config.method, start, plan.total_steps, plan.steps_per_epoch, workdir)
 
-    def save(step: int, metrics: Mapping[str, Any]) -> None:
-        nonlocal last_good
-        _fetch_finite(metrics, step, last_good)  # never checkpoint a state that went bad
+    def checkpoint_meta(step: int) -> dict[str, Any]:
         meta = {"config": config.to_dict(), "method": config.method, "data_step": step,
                 "version": unpaired.__version__}
         if init_record is not None:
             meta["init_from"] = init_record
-        ckpt.save(step, state, meta)
+        return meta
+
+    def save(step: int, metrics: Mapping[str, Any]) -> None:
+        nonlocal last_good
+        _fetch_finite(metrics, step, last_good)  # never checkpoint a state that went bad
+        ckpt.save(step, state, checkpoint_meta(step))
         last_good = step
 
     def write_samples(step: int) -> None:
@@ -231,6 +245,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
                 write_samples(step)
             if step % config.checkpoint_every == 0 or last:
                 save(step, metrics)
+            if evaluator is not None and (step % config.eval_every == 0 or last):
+                evaluator(step, state, writer, checkpoint_meta(step))
     except KeyboardInterrupt:
         if step > start and (last_good is None or step > last_good):
             log.warning("interrupted at step %d; saving a checkpoint before exiting", step)

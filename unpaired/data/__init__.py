@@ -148,6 +148,18 @@ def _spec_from(spec: DataSpec | None, input_nc: int | None, output_nc: int | Non
     return DataSpec(domains=("A", "B"), channels={"A": input_nc, "B": output_nc})
 
 
+def _with_holdout(sources: dict[str, DomainSource], data_config: Any, split: str) -> dict[str, Any]:
+    """The 'train' split without config.data.holdout images per domain, or the 'holdout' split."""
+    from unpaired.data.holdout import split_holdout  # pylint: disable=import-outside-toplevel
+
+    count = _get(data_config, "holdout")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise DataError(f"config.data.holdout={count!r} must be an integer >= 0")
+    if split == "holdout" and count == 0:
+        raise DataError("config.data.holdout is 0: there is no held-out split to read")
+    return split_holdout(sources, count, split)
+
+
 def make_loader(
     data_config: Any,
     *,
@@ -165,10 +177,11 @@ def make_loader(
     `spec` is the method's `data_spec(config)`; without it, input_nc/output_nc give CycleGAN's
     (A, B) (1 = grayscale, as the reference's per-side Grayscale). 'test' follows the
     reference's test.py: load_size = crop_size, no flip, serial batches (testA[i] with
-    testB[i % |B|]).
+    testB[i % |B|]). 'holdout' reads the config.data.holdout training images that 'train'
+    then leaves out (`unpaired.data.holdout`), prepared like 'test'.
     """
-    if split not in ("train", "test"):
-        raise DataError(f"split must be 'train' or 'test', got {split!r}")
+    if split not in ("train", "test", "holdout"):
+        raise DataError(f"split must be 'train', 'test' or 'holdout', got {split!r}")
     spec = _spec_from(spec, input_nc, output_nc)
     for d in spec.domains:
         if spec.channels[d] not in (1, 3):
@@ -178,17 +191,20 @@ def make_loader(
         raise DataError(f"config.data.bad_image={bad_image!r} must be 'skip' or 'error'")
     mode = _get(data_config, "preprocess")
     crop_size = _get(data_config, "crop_size")
-    load_size = crop_size if split == "test" else _get(data_config, "load_size")
+    load_size = _get(data_config, "load_size") if split == "train" else crop_size
     validate_preprocess(mode, _get(data_config, "load_size"), crop_size)
     flip = split == "train" and not _get(data_config, "no_flip")
     transform = Preprocess(mode=mode, load_size=load_size, crop_size=crop_size, flip=flip)
+    sources = _sources(data_config, "test" if split == "test" else "train", spec)
+    if split != "test":  # config.data.holdout training images are held out of 'train'
+        sources = _with_holdout(sources, data_config, split)
     return UnpairedLoader(
-        _sources(data_config, split, spec),
+        sources,
         batch_size=batch_size,
         transforms=transform,
         labels=spec.labels,
         seed=seed,
-        serial_batches=split == "test" or bool(_get(data_config, "serial_batches")),
+        serial_batches=split != "train" or bool(_get(data_config, "serial_batches")),
         num_workers=_get(data_config, "num_workers"),
         shard_index=shard_index,
         shard_count=shard_count,

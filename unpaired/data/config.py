@@ -39,6 +39,7 @@ def data_config(source: str = "folder", **defaults: Any) -> ml_collections.Confi
         serial_batches=False,
         num_workers=4,
         bad_image="skip",       # skip (counted warning) | error
+        holdout=0,              # training images per domain held out for model selection (unpaired.data.holdout)
     ))
     unknown = sorted(set(defaults) - set(c.keys()))
     if unknown:

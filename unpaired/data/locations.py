@@ -25,6 +25,7 @@ DEFAULTS: dict[str, Any] = {
     "bad_image": "skip", "tfds_name": None, "idx_A_test": None, "idx_B_test": None,
     "domains": "A,B", "idx": "", "idx_test": "", "idx_labels": "", "idx_test_labels": "", "digits": "",
     "image_resize": "bicubic",
+    "holdout": 0,
 }
 # Standard MNIST-style file names, picked by split when an IDX path names a folder.
 IDX_IMAGE_FILES = {"train": "train-images-idx3-ubyte", "test": "t10k-images-idx3-ubyte"}

@@ -1,0 +1,60 @@
+r"""MNIST <-> USPS for every available method; writes docs/results.md beside the papers' numbers.
+
+    python -m launch.digits_benchmark                       # all methods, 3 seeds (hours on a GPU)
+    python -m launch.digits_benchmark --methods=ufdn,cyclegan --seeds=3 --steps=20000
+
+Trains a target-domain classifier per target, then each method x direction x seed (a
+finished run is reused, so re-running resumes), selects each run's checkpoint by the
+source held-out accuracy, and writes the table, the protocol and the figures
+(`results_figures/` beside --output). See `unpaired/eval/digits_benchmark.py`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from absl import app, flags
+
+from unpaired.eval import digits_benchmark as bench
+
+_D = bench.Settings()
+_METHODS = flags.DEFINE_list("methods", list(_D.methods), f"Of {', '.join(bench.METHODS)}.")
+_DIRECTIONS = flags.DEFINE_list("directions", list(_D.directions), "mnist2usps and/or usps2mnist.")
+_SEEDS = flags.DEFINE_integer("seeds", _D.seeds, "Seeds per method and direction (0..n-1).")
+_STEPS = flags.DEFINE_integer("steps", _D.steps, "Training steps per run.")
+_CLASSIFIER_STEPS = flags.DEFINE_integer("classifier_steps", _D.classifier_steps,
+                                         "Steps of each target classifier (and DTN's f).")
+_EVAL_EVERY = flags.DEFINE_integer("eval_every", _D.eval_every, "Evaluate (and select) every k steps.")
+_HOLDOUT = flags.DEFINE_integer("holdout", _D.holdout, "Training images per domain held out for selection.")
+_TEST_SIZE = flags.DEFINE_integer("test_size", _D.test_size, "First N test images per domain (0: all).")
+_PIXEL_DA_STEPS = flags.DEFINE_integer("pixel_da_steps", _D.pixel_da_steps,
+                                       "Pixel-level DA classifier steps (0: off).")
+_PIXEL_DA_SIZE = flags.DEFINE_integer("pixel_da_size", _D.pixel_da_size,
+                                      "Translated source images it learns from (0: all).")
+_DATA_ROOT = flags.DEFINE_string("data_root", _D.data_root, "Folder with mnist/ and usps/ IDX files.")
+_WORKROOT = flags.DEFINE_string("workroot", _D.workroot, "Where the runs go.")
+_OUTPUT = flags.DEFINE_string("output", _D.output, "The results file (figures go beside it).")
+_TINY = flags.DEFINE_bool("tiny", False, "Tiny network widths: a smoke run for the test suite.")
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    logging.getLogger().setLevel(logging.INFO)
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    settings = bench.Settings(
+        data_root=_DATA_ROOT.value, workroot=_WORKROOT.value, output=_OUTPUT.value,
+        methods=tuple(_METHODS.value), directions=tuple(_DIRECTIONS.value), seeds=_SEEDS.value,
+        steps=_STEPS.value, classifier_steps=_CLASSIFIER_STEPS.value, eval_every=_EVAL_EVERY.value,
+        holdout=_HOLDOUT.value, test_size=_TEST_SIZE.value, pixel_da_steps=_PIXEL_DA_STEPS.value,
+        pixel_da_size=_PIXEL_DA_SIZE.value, tiny=_TINY.value)
+    try:
+        results = bench.run_benchmark(settings)
+    except ValueError as err:
+        sys.exit(f"error: {err}")
+    print(f"{len(results)} run(s); results in {settings.output}", flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,73 @@
+"""launch/digits_benchmark end to end in a short configuration, and its PNG chart writer."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from unpaired.eval import plot
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA = os.path.join(REPO, "..", "shared", "data")
+
+
+def test_line_chart_draws_each_series_in_its_color():
+    chart = plot.line_chart({"a": [(0, 0.0), (10, 1.0)], "b": [(0, 0.5), (10, 0.5)]}, "t")
+    assert chart.shape == (400, 640, 3) and chart.dtype == np.uint8
+    for k in (0, 1):
+        assert (chart == plot.COLORS[k]).all(-1).sum() > 50, k
+    # Series b is flat at 0.5: its pixels lie on one row band in the middle of the plot area.
+    rows = np.nonzero((chart[:, :470] == plot.COLORS[1]).all(-1))[0]
+    assert rows.max() - rows.min() <= 6 and abs(rows.mean() - (28 + (400 - 36 - 28) / 2)) < 4
+
+
+@pytest.mark.skipif(not os.path.isdir(DATA), reason=f"real digit data not found at {DATA}")
+def test_digits_benchmark_runs_end_to_end(tmp_path):
+    out = tmp_path / "results.md"
+    proc = subprocess.run(
+        [sys.executable, "-m", "launch.digits_benchmark", "--methods=cyclegan",
+         "--directions=mnist2usps", "--seeds=1", "--steps=2", "--classifier_steps=2",
+         "--eval_every=2", "--holdout=16", "--test_size=16", "--pixel_da_steps=2",
+         "--pixel_da_size=32", "--tiny", f"--workroot={tmp_path / 'runs'}", f"--output={out}"],
+        cwd=REPO, capture_output=True, text=True, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| cyclegan | mnist2usps |"))
+    result = json.load(open(tmp_path / "runs" / "cyclegan_mnist2usps_seed0" / "result.json"))
+    assert f"{result['translation_accuracy']:.3f}" in row and f"{result['pixel_da_accuracy']:.3f}" in row
+    assert "| CoGAN (paper only) | mnist2usps | — | — | — | 0.957 |" in text
+    for phrase in ("6,112", "Model selection", "never used to select", "16 training images per domain",
+                   "2 steps per run", "1 seed(s)"):
+        assert phrase in text, phrase
+    best = json.load(open(tmp_path / "runs" / "cyclegan_mnist2usps_seed0" / "best.json"))
+    assert best["select"] == "mean(translation_accuracy_holdout/*)" and result["step"] == best["step"]
+    for name in ("translations_cyclegan_mnist2usps.png", "accuracy_over_steps_mnist2usps.png"):
+        assert f"](results_figures/{name})" in text
+        with Image.open(tmp_path / "results_figures" / name) as img:
+            assert img.size[0] > 60 and img.size[1] > 60
+
+
+@pytest.mark.skipif(not os.path.isdir(DATA), reason=f"real digit data not found at {DATA}")
+@pytest.mark.parametrize("tiny", [False, True])
+def test_every_method_config_validates(tiny, tmp_path):
+    from unpaired import config_validation
+    from unpaired.eval import digits_benchmark as bench
+
+    clf = tmp_path / "clf"
+    (clf / "checkpoints").mkdir(parents=True)
+    settings = bench.Settings(data_root=DATA, tiny=tiny)
+    for direction, (src, tgt) in bench.DIRECTIONS.items():
+        config_validation.validate(bench.classifier_config(settings, tgt))
+        for method in bench.METHODS:
+            config, names = bench.method_config(settings, method, direction, 0, {tgt: str(clf)})
+            if method == "dtn":
+                config.init_from = str(clf)
+            config_validation.validate(config)
+            assert sorted(names.values()) == sorted((src, tgt)), method
+            assert config.data.holdout == settings.holdout and config.eval_every == settings.eval_every
+            judged = [d for d, n in names.items() if n == tgt]
+            assert config.eval.classifiers == f"{judged[0]}={clf}", method

@@ -1,0 +1,345 @@
+"""MNIST <-> USPS for every available method, beside the papers' numbers (`launch/digits_benchmark.py`).
+
+Protocol, per direction (source -> target) and seed:
+1. a digit classifier (dtn_pretrain's f) per target domain, trained on that domain's
+   labelled training images (the translation-accuracy judge);
+2. the method trained `steps` steps on the source and target training images, minus
+   `holdout` per domain, evaluated every `eval_every` steps; the checkpoint kept is the
+   best by the source held-out accuracy (never a target test number);
+3. that checkpoint's translation accuracy (source test set translated, classified by the
+   target classifier), its own DA accuracy where it has a latent classifier (UFDN's
+   `digit_accuracy`), and the pixel-level DA accuracy (a fresh classifier trained on the
+   translated labelled source training images, tested on the real target test set).
+Runs live under `workroot`; a finished run (its result.json) is reused, so the command resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import os
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from unpaired import logs
+from unpaired.data.config import data_config
+from unpaired.eval import plot
+
+DIRECTIONS = {"mnist2usps": ("mnist", "usps"), "usps2mnist": ("usps", "mnist")}
+METHODS = ("cyclegan", "unit", "ufdn", "dtn")
+# Reported DA accuracy (MNIST->USPS, USPS->MNIST), from the issue text: CoGAN (Liu & Tuzel
+# 2016), UNIT (Liu et al. 2017, Table 2), UFDN (Liu et al. 2018, Table 3; USPS->MNIST 0.93-0.94).
+PAPERS = {"cogan": {"mnist2usps": "0.957", "usps2mnist": "0.932"},
+          "unit": {"mnist2usps": "0.960", "usps2mnist": "0.936"},
+          "ufdn": {"mnist2usps": "0.971", "usps2mnist": "0.93-0.94"},
+          "cyclegan": {}, "dtn": {}}
+
+
+@dataclasses.dataclass
+class Settings:
+    """The benchmark's knobs (every one a flag of launch/digits_benchmark.py)."""
+
+    data_root: str = "../shared/data"
+    workroot: str = "workdirs/digits_benchmark"
+    output: str = "docs/results.md"
+    methods: tuple[str, ...] = METHODS
+    directions: tuple[str, ...] = tuple(DIRECTIONS)
+    seeds: int = 3
+    steps: int = 10000
+    classifier_steps: int = 3000
+    eval_every: int = 1000
+    holdout: int = 500
+    test_size: int = 0
+    pixel_da_steps: int = 3000
+    pixel_da_size: int = 0
+    tiny: bool = False  # tiny widths: for the test suite only
+
+
+def idx_paths(root: str, domain: str) -> str:
+    """The training image file of `domain` (mnist or usps) under the data root."""
+    return os.path.join(root, domain, "train-images-idx3-ubyte.gz")
+
+
+def _load_config(name: str, preset: str) -> ml_collections.ConfigDict:
+    return importlib.import_module(f"configs.{name}").get_config(preset)
+
+
+def _digits_data(s: Settings, a: str, b: str) -> ml_collections.ConfigDict:
+    """IDX data: domain A = `a`, B = `b`, 32x32, unflipped, `holdout` held out."""
+    d = data_config("idx", preprocess="none", image_size=32, load_size=32, crop_size=32,
+                    no_flip=True, num_workers=2, holdout=s.holdout)
+    d.idx_A, d.idx_B = idx_paths(s.data_root, a), idx_paths(s.data_root, b)
+    return d
+
+
+def _run_keys(c: ml_collections.ConfigDict, s: Settings, seed: int, steps: int) -> None:
+    c.seed = seed
+    c.max_steps = steps
+    c.log_every = max(1, min(100, steps))
+    c.sample_every = max(1, steps)
+    c.checkpoint_every = max(1, min(s.eval_every, steps))
+    c.keep_checkpoints = 1
+    c.eval_every = s.eval_every
+    c.eval.test_size = s.test_size
+    c.eval.pixel_da_size = s.pixel_da_size
+    if s.tiny:
+        c.eval.batch_size = 16
+        c.eval.pixel_da_nf, c.eval.pixel_da_batch = 2, 8
+
+
+def classifier_config(s: Settings, domain: str) -> ml_collections.ConfigDict:
+    """dtn_pretrain's f on `domain`'s labelled training images (the judge of its translations)."""
+    c = _load_config("dtn", "mnist2usps_pretrain")
+    c.data = _digits_data(s, domain, "usps" if domain == "mnist" else "mnist")
+    c.data.holdout = 0
+    c.source_domain, c.target_domain = "A", "B"
+    _run_keys(c, s, 0, s.classifier_steps)
+    c.eval_every = 0
+    if s.tiny:
+        c.nf, c.feature_dim, c.batch_size = 4, 8, 8
+    return c
+
+
+def method_config(s: Settings, method: str, direction: str, seed: int, classifiers: dict[str, str]
+                  ) -> tuple[ml_collections.ConfigDict, dict[str, str]]:
+    """(config, {config domain: dataset}) of one run; eval.classifiers judge translations into a domain."""
+    src, tgt = DIRECTIONS[direction]
+    if method == "cyclegan":
+        c = _load_config("cyclegan", "mnist2usps")
+        c.data = _digits_data(s, src, tgt)
+        names = {"A": src, "B": tgt}
+        if s.tiny:
+            c.ngf = c.ndf = 2
+            c.batch_size, c.pool_size = 2, 2
+    elif method == "unit":
+        c = _load_config("unit", "digits")
+        c.data = _digits_data(s, src, tgt)
+        names = {"A": src, "B": tgt}
+        if s.tiny:
+            c.gen_dim = c.dis_dim = 2
+            c.batch_size = 2
+    elif method == "dtn":
+        c = _load_config("dtn", "mnist2usps")
+        c.data = _digits_data(s, src, tgt)
+        c.source_domain, c.target_domain = "A", "B"
+        names = {"A": src, "B": tgt}
+        if s.tiny:
+            c.nf, c.feature_dim, c.ngf, c.ndf, c.batch_size = 4, 8, 4, 4, 4
+    elif method == "ufdn":
+        c = _load_config("ufdn", "uda")
+        c.data = _digits_data(s, src, tgt)
+        c.data.domains = f"{src},{tgt}"  # the labelled source first
+        c.data.idx = f"{src}={idx_paths(s.data_root, src)},{tgt}={idx_paths(s.data_root, tgt)}"
+        c.data.idx_A = c.data.idx_B = ""
+        names = {src: src, tgt: tgt}
+        if s.tiny:
+            from configs import ufdn as ufdn_config  # pylint: disable=import-outside-toplevel
+
+            c.encoder = [ufdn_config._conv(4), ufdn_config._conv(4), ufdn_config._conv(8),
+                         ufdn_config._conv(8), ufdn_config._conv(8, "", "")]
+            c.decoder = [ufdn_config._deconv(8, insert=True), ufdn_config._deconv(8),
+                         ufdn_config._deconv(4), ufdn_config._deconv(4),
+                         ufdn_config._deconv(3, "", "Tanh")]
+            c.D_feat = [ufdn_config._fc(8), ufdn_config._fc(2, "")]
+            c.batch_size = 2
+    else:
+        raise ValueError(f"--methods: {method!r} is not one of {', '.join(METHODS)}")
+    _run_keys(c, s, seed, s.steps)
+    c.eval.classifiers = ",".join(f"{d}={classifiers[n]}" for d, n in names.items() if n in classifiers)
+    return c, names
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str) -> None:
+    from unpaired import train  # pylint: disable=import-outside-toplevel
+
+    train.train_and_evaluate(config, workdir)
+
+
+def train_classifier(s: Settings, domain: str) -> str:
+    """The workdir of `domain`'s classifier, trained unless already there."""
+    workdir = os.path.join(s.workroot, f"classifier_{domain}")
+    if not os.path.exists(os.path.join(workdir, "accuracy.json")):
+        _train(classifier_config(s, domain), workdir)
+    return workdir
+
+
+def run_one(s: Settings, method: str, direction: str, seed: int, classifiers: dict[str, str]) -> dict[str, Any]:
+    """Trains (or reuses) one run and returns its selected checkpoint's metrics."""
+    from unpaired.eval import pixel_da, report, run  # pylint: disable=import-outside-toplevel
+
+    workdir = os.path.join(s.workroot, f"{method}_{direction}_seed{seed}")
+    done = os.path.join(workdir, "result.json")
+    if os.path.exists(done):
+        with open(done, encoding="utf-8") as f:
+            return json.load(f)
+    config, names = method_config(s, method, direction, seed, classifiers)
+    if method == "dtn":  # stage 1: f on the labelled source, then stage 2 from it
+        f_dir = workdir + "_f"
+        if not os.path.exists(os.path.join(f_dir, "accuracy.json")):
+            f_config = _load_config("dtn", "mnist2usps_pretrain")
+            for key in ("nf", "feature_dim", "batch_size", "data", "source_domain", "target_domain"):
+                f_config[key] = config[key]
+            _run_keys(f_config, s, seed, s.classifier_steps)
+            f_config.eval_every = 0
+            f_config.data.holdout = s.holdout
+            _train(f_config, f_dir)
+        config.init_from = f_dir
+    _train(config, workdir)
+    selected = os.path.join(workdir, "best")
+    model = report.load_model(selected if os.path.isdir(selected) else workdir)
+    model.config.eval.classifiers = config.eval.classifiers
+    data = run.load_eval_data(model.method, model.config)
+    metrics = run.evaluate(model.method, model.state, model.config, data)
+    src = next(d for d, n in names.items() if n == DIRECTIONS[direction][0])
+    tgt = next(d for d, n in names.items() if n == DIRECTIONS[direction][1])
+    request = next(r for a, b, r in data.directions if (a, b) == (src, tgt))
+    if s.pixel_da_steps > 0:
+        metrics[f"pixel_da_accuracy/{src}_to_{tgt}"] = pixel_da.pixel_da_accuracy(
+            model.method, model.state, model.config, src, tgt, request, steps=s.pixel_da_steps,
+            seed=seed)
+    result = {"method": method, "direction": direction, "seed": seed, "step": int(model.state.step),
+              "workdir": workdir, "src": src, "tgt": tgt, "metrics": metrics,
+              "translation_accuracy": metrics.get(f"translation_accuracy/{src}_to_{tgt}"),
+              "da_accuracy": metrics.get(f"da_accuracy/{tgt}"),
+              "pixel_da_accuracy": metrics.get(f"pixel_da_accuracy/{src}_to_{tgt}")}
+    with open(done, "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=2)
+    return result
+
+
+def _mean_spread(values: list[float | None]) -> str:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "—"
+    if len(vals) == 1:
+        return f"{vals[0]:.3f} (1 seed)"
+    return f"{np.mean(vals):.3f} ± {np.std(vals, ddof=1):.3f}"
+
+
+def figures(s: Settings, results: list[dict[str, Any]], folder: str) -> dict[str, list[str]]:
+    """Translation grids (the same 8 source test digits per direction) and accuracy curves."""
+    from unpaired.eval import report, run  # pylint: disable=import-outside-toplevel
+
+    os.makedirs(folder, exist_ok=True)
+    out: dict[str, list[str]] = {"translations": [], "curves": []}
+    curves: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    for r in results:
+        rows = []
+        path = os.path.join(r["workdir"], "metrics.jsonl")
+        key = f"eval/translation_accuracy/{r['src']}_to_{r['tgt']}"
+        if r["method"] == "ufdn":
+            key = f"eval/da_accuracy/{r['tgt']}"
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                rows = [json.loads(line) for line in f]
+        points = [(row["step"], row[key]) for row in rows if key in row]
+        if points and r["seed"] == 0:
+            curves.setdefault(r["direction"], {})[r["method"]] = points
+        if r["seed"] != 0:
+            continue
+        selected = os.path.join(r["workdir"], "best")
+        model = report.load_model(selected if os.path.isdir(selected) else r["workdir"])
+        model.config.eval.test_size = 8
+        model.config.eval.classifiers = ""
+        data = run.load_eval_data(model.method, model.config)
+        request = next(q for a, b, q in data.directions if (a, b) == (r["src"], r["tgt"]))
+        x = data.test[r["src"]].images[:8]
+        fake = run.translated(model.method, model.state, data, request, x)
+        name = f"translations_{r['method']}_{r['direction']}.png"
+        logs.save_png(logs.image_grid([x, fake]), os.path.join(folder, name))
+        out["translations"].append(name)
+    for direction, series in curves.items():
+        name = f"accuracy_over_steps_{direction}.png"
+        chart = plot.line_chart(series, f"{direction}: target test accuracy (translation; UFDN: latent DA) vs step, seed 0")
+        logs.save_png(chart, os.path.join(folder, name))
+        out["curves"].append(name)
+    return out
+
+
+def write_results(s: Settings, results: list[dict[str, Any]], classifier_acc: dict[str, float],
+                  figs: dict[str, list[str]], figure_dir: str) -> str:
+    """docs/results.md: the table beside the papers, the protocol and the figures."""
+    rel = os.path.relpath(figure_dir, os.path.dirname(os.path.abspath(s.output)))
+    lines = ["# Results: MNIST <-> USPS", "",
+             "Made by `python -m launch.digits_benchmark` "
+             f"(--methods={','.join(s.methods)} --seeds={s.seeds} --steps={s.steps}"
+             f"{' --tiny' if s.tiny else ''}).", "",
+             "| method | direction | translation acc. (DTN protocol) | latent DA acc. | pixel-level DA acc. | paper (DA) | seeds |",
+             "|---|---|---|---|---|---|---|"]
+    for method in tuple(s.methods) + ("cogan",):
+        for direction in s.directions:
+            rs = [r for r in results if r["method"] == method and r["direction"] == direction]
+            paper = PAPERS.get(method, {}).get(direction, "—")
+            if not rs and method != "cogan":
+                continue
+            if method == "cogan":
+                lines.append(f"| CoGAN (paper only) | {direction} | — | — | — | {paper} | — |")
+                continue
+            lines.append(f"| {method} | {direction} | {_mean_spread([r['translation_accuracy'] for r in rs])} | "
+                         f"{_mean_spread([r['da_accuracy'] for r in rs])} | "
+                         f"{_mean_spread([r['pixel_da_accuracy'] for r in rs])} | {paper} | {len(rs)} |")
+    lines += ["", "Mean ± sample standard deviation over seeds 0..n-1 of the checkpoint selected by "
+              "the source held-out accuracy.", "",
+              "## Protocol", "",
+              f"- Data: `{s.data_root}` IDX files. MNIST training set: our **6,112-image subset** "
+              "(the papers use all 60,000, or 2,000 sampled); MNIST test: all 10,000; USPS: 7,291 "
+              "train / 2,007 test. All images resized to 32x32, grey (UFDN: grey repeated to RGB).",
+              f"- Held out for model selection: {s.holdout} training images per domain (a fixed "
+              "subset, `unpaired.data.holdout`), never trained on.",
+              f"- Training: {s.steps} steps per run, evaluated every {s.eval_every} steps; "
+              f"{s.seeds} seed(s). Networks: the presets named in `unpaired/eval/digits_benchmark.py`"
+              f"{' shrunk to tiny widths (a smoke run, not a result)' if s.tiny else ''}.",
+              "- **Model selection**: the step with the best source held-out accuracy "
+              "(UFDN: its latent classifier on held-out source images; the others: translation "
+              "accuracy of held-out source images judged by the target classifier). The target "
+              "test set is never used to select.",
+              "- Translation accuracy (DTN protocol): the source test set translated to the target "
+              "domain, classified by a target-domain classifier (dtn_pretrain's f, "
+              f"{s.classifier_steps} steps on the target's labelled training set), scored against "
+              "the source labels. Classifier test accuracy: "
+              + (", ".join(f"{d} {a:.4f}" for d, a in sorted(classifier_acc.items())) or "—") + ".",
+              "- Latent DA accuracy: the method's own classifier on its shared latent (UFDN's "
+              "D_digit on mu), on the target test set.",
+              f"- Pixel-level DA: a fresh classifier ({s.pixel_da_steps} steps) trained on the "
+              "translated labelled source training images, tested on the real target test set.",
+              "- Paper numbers are domain-adaptation accuracies as reported (issue 13); papers "
+              "differ in data subsets and protocol.", "", "## Figures", "",
+              "Translations of the first 8 source test digits (left: source, right: translated), "
+              "seed 0, selected checkpoint:", ""]
+    lines += [f"![{n}]({rel}/{n})" for n in figs["translations"]]
+    lines += ["", "Target test accuracy over training steps (seed 0), drawn with PIL "
+              "(`unpaired.eval.plot`, no matplotlib):", ""]
+    lines += [f"![{n}]({rel}/{n})" for n in figs["curves"]]
+    text = "\n".join(lines) + "\n"
+    os.makedirs(os.path.dirname(os.path.abspath(s.output)), exist_ok=True)
+    with open(s.output, "w", encoding="utf-8") as f:
+        f.write(text)
+    return text
+
+
+def run_benchmark(s: Settings) -> list[dict[str, Any]]:
+    """Classifiers, then every method x direction x seed, then results.md and its figures."""
+    unknown = [m for m in s.methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"--methods: unknown {unknown}; available: {', '.join(METHODS)}")
+    bad = [d for d in s.directions if d not in DIRECTIONS]
+    if bad:
+        raise ValueError(f"--directions: unknown {bad}; expected {', '.join(DIRECTIONS)}")
+    for domain in ("mnist", "usps"):
+        if not os.path.exists(idx_paths(s.data_root, domain)):
+            raise ValueError(f"--data_root={s.data_root!r} has no {domain}/train-images-idx3-ubyte.gz")
+    targets = sorted({DIRECTIONS[d][1] for d in s.directions})
+    classifiers = {d: train_classifier(s, d) for d in targets}
+    accuracy = {}
+    for d, w in classifiers.items():
+        with open(os.path.join(w, "accuracy.json"), encoding="utf-8") as f:
+            accuracy[d] = json.load(f)["accuracy"]
+    results = [run_one(s, m, d, seed, classifiers)
+               for m in s.methods for d in s.directions for seed in range(s.seeds)]
+    figure_dir = os.path.join(os.path.dirname(os.path.abspath(s.output)), "results_figures")
+    figs = figures(s, results, figure_dir)
+    write_results(s, results, accuracy, figs, figure_dir)
+    return results

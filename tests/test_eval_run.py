@@ -193,6 +193,33 @@ def test_training_evaluates_keeps_the_best_and_resumes_with_it(trained):
     assert int(best_state.step) == best_step
 
 
+def test_the_references_target_test_rule_is_recorded_apart(monkeypatch, tmp_path):
+    """best.json follows the source held-out accuracy; the target-test choice (the
+    references' rule) goes to its own record and never moves best.json or best/."""
+    sequence = iter([
+        {"da_accuracy_holdout/B": 0.5, "da_accuracy/A": 0.9},
+        {"da_accuracy_holdout/B": 0.7, "da_accuracy/A": 0.6},
+        {"da_accuracy_holdout/B": 0.6, "da_accuracy/A": 0.95},
+    ])
+    monkeypatch.setattr(run, "evaluate", lambda *args: next(sequence))
+    saved = []
+    monkeypatch.setattr(during_training.Evaluator, "_save_best",
+                        lambda self, step, state, meta, what, value, metrics: (
+                            saved.append(step), setattr(self, "best", {"step": step, "select": what,
+                                                                       "value": value})))
+    config = ufdn_uda_tiny()
+    evaluator = during_training.Evaluator(None, config, str(tmp_path), eval_data=object())
+    for step in (1, 2, 3):
+        evaluator(step, None, None, {})
+    assert saved == [1, 2]  # by source held-out: 0.5, then 0.7; 0.6 is not better
+    record = during_training.read_best(str(tmp_path), during_training.TARGET_TEST_JSON)
+    assert record["step"] == 3 and record["value"] == 0.95 and "comparison only" in record["note"]
+    # A new Evaluator (a resumed run) keeps the record and replaces it only with a better one.
+    sequence = iter([{"da_accuracy_holdout/B": 0.1, "da_accuracy/A": 0.9}])
+    during_training.Evaluator(None, config, str(tmp_path), eval_data=object())(4, None, None, {})
+    assert during_training.read_best(str(tmp_path), during_training.TARGET_TEST_JSON)["step"] == 3
+
+
 def ufdn_uda_tiny():
     """UFDN procedure uda on two built-in digit domains (B labelled source, A target), tiny nets."""
     config = ufdn_config.get_config("digits")

@@ -6,6 +6,10 @@ The metrics (`unpaired.eval.run.evaluate`) go to TensorBoard and metrics.jsonl u
 `<workdir>/best.json` and its whole state in `<workdir>/best/checkpoints/<step>`, outside
 the rotating `checkpoints/`, so it is never garbage-collected; a resumed run keeps the
 record and replaces it only with a better one.
+
+The references select their reported model on the target test set; that rule's choice is
+recorded apart, for comparison only, in `<workdir>/best_on_target_test.json` (no state is
+kept for it, and it never decides anything here).
 """
 
 from __future__ import annotations
@@ -24,11 +28,14 @@ log = logging.getLogger(__name__)
 
 BEST_JSON = "best.json"
 BEST_DIR = "best"
+TARGET_TEST_JSON = "best_on_target_test.json"
+TARGET_TEST_PREFIX = "da_accuracy/"  # target test-set accuracy: the references' selection metric
 
 
-def read_best(workdir: str) -> dict[str, Any] | None:
-    """The best record of a run (None before its first selected evaluation)."""
-    path = os.path.join(workdir, BEST_JSON)
+def read_best(workdir: str, name: str = BEST_JSON) -> dict[str, Any] | None:
+    """The best record of a run (None before its first selected evaluation); `name`
+    TARGET_TEST_JSON reads the references' target-test rule's record instead."""
+    path = os.path.join(workdir, name)
     if not os.path.exists(path):
         return None
     with open(path, encoding="utf-8") as f:
@@ -51,6 +58,7 @@ class Evaluator:
         self.data = eval_data or run.load_eval_data(method, config)
         self.select = str(config.eval.get("select", "auto"))
         self.best = read_best(workdir)
+        self.best_on_test = read_best(workdir, TARGET_TEST_JSON)
         self.verify = bool(config.get("verify_checkpoints", True))
 
     def __call__(self, step: int, state: Any, writer: Any, meta: Mapping[str, Any]) -> dict[str, float]:
@@ -65,7 +73,23 @@ class Evaluator:
             what, value = chosen
             if self.best is None or self.best.get("select") != what or value > self.best["value"]:
                 self._save_best(step, state, meta, what, value, metrics)
+        self._note_target_test_rule(step, metrics)
         return metrics
+
+    def _note_target_test_rule(self, step: int, metrics: Mapping[str, float]) -> None:
+        """Records the step the references' rule (mean target test accuracy) would pick."""
+        values = [v for k, v in sorted(metrics.items()) if k.startswith(TARGET_TEST_PREFIX)]
+        if not values:
+            return
+        value = float(sum(values) / len(values))
+        if self.best_on_test is not None and value <= self.best_on_test["value"]:
+            return
+        self.best_on_test = {
+            "step": int(step), "select": f"mean({TARGET_TEST_PREFIX}*)", "value": value,
+            "metrics": {k: float(v) for k, v in metrics.items()},
+            "note": "the references' selection on the target test set, for comparison only; "
+                    f"our model selection is in {BEST_JSON}"}
+        _write_json(os.path.join(self.workdir, TARGET_TEST_JSON), self.best_on_test)
 
     def _save_best(self, step: int, state: Any, meta: Mapping[str, Any], what: str, value: float,
                    metrics: Mapping[str, float]) -> None:

@@ -115,45 +115,6 @@ def cross_entropy_ignore(logits: Array, labels: Array) -> Array:
     return -jnp.sum(jnp.where(valid, picked, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
 
 
-def holdout_split(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(kept, held_out): sorted indices of n source images with `size` of them held out.
-
-    Fixed by (n, size, seed), so a resumed run holds out the same images; the held-out
-    part is what model selection may look at (issue 11, item 7).
-    """
-    if not 0 < size < n:
-        raise ValueError(f"a held-out split of {size} images needs 0 < size < {n} (the source size)")
-    held = np.sort(np.random.RandomState(seed).permutation(n)[:size])
-    kept = np.setdiff1d(np.arange(n), held)
-    return kept, held
-
-
-def select_model(record: Mapping[str, Any] | None, step: int, source_val: float,
-                 target_test: float | None = None) -> dict[str, Any]:
-    """The model-selection record after an evaluation at `step` (pure; JSON-able).
-
-    'source_val': the step with the best accuracy on the held-out *source* split (the
-    earliest on ties), our rule; 'target_test': the reference's rule (the best target
-    test accuracy, train_uda.py's save_best_only), kept apart because it uses target labels.
-    'improved' names the rules whose best is this step (the checkpoint to keep).
-    """
-    record = dict(record or {})
-    history = list(record.get("history", ()))
-    history.append({"step": int(step), "source_val": float(source_val),
-                    "target_test": None if target_test is None else float(target_test)})
-    improved = []
-    for rule, value in (("source_val", source_val), ("target_test", target_test)):
-        if value is None:
-            continue
-        best = record.get(rule)
-        if best is None or float(value) > best["accuracy"]:
-            record[rule] = {"step": int(step), "accuracy": float(value)}
-            improved.append(rule)
-    record["history"] = history
-    record["improved"] = improved
-    return record
-
-
 def softmax_cross_entropy(logits: Array, target: Array) -> Array:
     """-mean_n sum_k target_nk log softmax(logits)_nk: the paper's -E[log P(l = v | .)]."""
     logp = jax.nn.log_softmax(logits.astype(jnp.promote_types(logits.dtype, jnp.float32)))

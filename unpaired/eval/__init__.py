@@ -1,0 +1,1 @@
+"""Evaluation on fixed held-out sets: classifiers, translation/DA accuracy, FID/KID, model selection."""

@@ -34,8 +34,10 @@ def get_config(preset: str = "mnist") -> ml_collections.ConfigDict:
     else:
         c.data.idx_A = _IDX[preset]
         c.data.idx_B = ""
-        c.n_epochs = 15         # Adam(3e-4), batch 100: see accuracy.json
-        c.augment_shift = 2     # without it f fits the 6k/7k training images and tests at ~97%
+        # Measured (seed 0, full test sets scored in full batches): 15 epochs with shift 2 give
+        # MNIST 0.9765, USPS 0.9690; 10 epochs without shifts MNIST 0.9719 (train accuracy 1.0).
+        c.n_epochs = 15         # Adam(3e-4), batch 100
+        c.augment_shift = 2     # random shifts of up to 2 pixels: f fits 6k/7k images otherwise
         c.log_every = 50
         c.sample_every = 1000
         c.checkpoint_every = 1000

@@ -94,6 +94,9 @@ def get_config(preset: str = "digits") -> ml_collections.ConfigDict:
     # Stage 2's translation accuracy at the end: a dtn_pretrain workdir trained on the
     # TARGET domain (e.g. preset digits_pretrain with --config.source_domain=A); "" skips it.
     c.eval_classifier = ""
+    # Stage 1 only: shift each training image by up to this many pixels (edge-padded, a fresh
+    # random shift per image and step); 0 is the reference (no augmentation).
+    c.augment_shift = 0
     if base == "digits":
         c.data = _data("digits")
         c.nf, c.feature_dim, c.ngf, c.ndf = 16, 32, 16, 16

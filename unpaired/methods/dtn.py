@@ -172,6 +172,8 @@ class DTNPretrain:
     def validate_config(cls, config: ml_collections.ConfigDict) -> None:
         """Raises ConfigError naming the first DTN key whose value cannot work."""
         _validate_common(config)
+        if "augment_shift" in config and not 0 <= config.augment_shift < 16:
+            raise ConfigError(f"config.augment_shift={config.augment_shift!r} must be in [0, 16) pixels")
 
     def __init__(self, config: ml_collections.ConfigDict, steps_per_epoch: int = 1):
         self.config = config
@@ -219,19 +221,37 @@ class DTNPretrain:
         accuracy = jnp.mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32))
         return loss, {"accuracy": accuracy, "model_state": {"f": updated["batch_stats"]}}
 
+    def augment(self, images: Array, key: Array) -> Array:
+        """Each image shifted by a random (dy, dx) in [-s, s]^2, edge-padded; s = config.augment_shift."""
+        s = int(self.config.get("augment_shift", 0))
+        n, h, w, c = images.shape
+        padded = jnp.pad(images, ((0, 0), (s, s), (s, s), (0, 0)), mode="edge")
+        offsets = jax.random.randint(key, (n, 2), 0, 2 * s + 1)
+        crop = lambda image, o: jax.lax.dynamic_slice(image, (o[0], o[1], 0), (h, w, c))
+        return jax.vmap(crop)(padded, offsets)
+
     def train_step(self, state: TrainState, batch: Mapping[str, Array]) -> tuple[TrainState, dict[str, Array]]:
-        """One Adam step on the classification loss."""
+        """One Adam step on the classification loss (of shifted images when config.augment_shift > 0)."""
+        key = state.key
+        if self.config.get("augment_shift", 0):
+            key, sub = jax.random.split(key)
+            batch = {**batch, self.source: self.augment(batch[self.source], sub)}
         (loss, aux), grads = jax.value_and_grad(self.loss, has_aux=True)(
             state.params, state.model_state, batch)
         params, opt = apply_group_update(self.tx["f"], state.opt_state["f"], state.params, grads)
         new_state = state.replace(step=state.step + 1, params=params, model_state=aux["model_state"],
-                                  opt_state={"f": opt})
+                                  opt_state={"f": opt}, key=key)
         return new_state, {"f": loss, "accuracy": aux["accuracy"]}
 
     def classify(self, params: Mapping[str, Any], model_state: Mapping[str, Any], images: Array) -> Array:
         """f's class predictions in eval mode (moving statistics)."""
         variables = {"params": params["f"], "batch_stats": model_state["f"]}
         return jnp.argmax(self.modules["f"].apply(variables, images, False, logits=True), -1)
+
+    def features(self, params: Mapping[str, Any], model_state: Mapping[str, Any], images: Array) -> Array:
+        """(B, feature_dim) penultimate activations of f in eval mode: the classifier-feature FID's space."""
+        variables = {"params": params["f"], "batch_stats": model_state["f"]}
+        return self.modules["f"].apply(variables, images, False).reshape(images.shape[0], -1)
 
     def visuals(self, params: Mapping[str, Any], batch: Mapping[str, Array],
                 model_state: Mapping[str, Any] | None = None) -> dict[str, Array]:

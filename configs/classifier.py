@@ -1,0 +1,45 @@
+"""Digit classifier configs: `get_config(preset)`, trained by
+`python -m launch.train --config=configs/classifier.py:mnist --workdir=DIR`.
+
+The classifier IS DTN's stage-1 network (method `dtn_pretrain`: f, the content extractor,
+with its 10-way `out` head), so a classifier workdir is directly DTN's f
+(`--config.init_from=DIR` of a `configs/dtn.py` stage-2 run) and the classifier of the
+evaluation (translation accuracy, classifier-feature FID). Its test accuracy is written to
+`DIR/accuracy.json` when the run ends. The labelled domain is always named A.
+Presets:
+  mnist   ../shared/data/mnist IDX (6,112 train / 10,000 test images), 32x32.
+  usps    ../shared/data/usps IDX (7,291 train / 2,007 test images, 16x16 resized to 32x32).
+  digits  the built-in handwritten digits (offline, narrow network, CPU seconds).
+"""
+
+import ml_collections
+
+from configs import dtn as dtn_config
+
+PRESETS = ("mnist", "usps", "digits")
+_IDX = {"mnist": "../shared/data/mnist/train-images-idx3-ubyte.gz",
+        "usps": "../shared/data/usps/train-images-idx3-ubyte.gz"}
+
+
+def get_config(preset: str = "mnist") -> ml_collections.ConfigDict:
+    """The resolved config for `preset`; every field can be overridden as --config.x=y."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown classifier preset {preset!r}; expected one of {', '.join(PRESETS)}")
+    c = dtn_config.get_config("digits_pretrain" if preset == "digits" else "mnist2usps_pretrain")
+    c.source_domain = "A"       # the labelled domain the classifier learns
+    c.target_domain = "B"       # unused by dtn_pretrain (DTN's stage 2 key), kept distinct
+    if preset == "digits":
+        c.data.digits = "A=handwritten"
+        c.n_epochs = 5
+    else:
+        c.data.idx_A = _IDX[preset]
+        c.data.idx_B = ""
+        # Measured (seed 0, full test sets scored in full batches): 15 epochs with shift 2 give
+        # MNIST 0.9765, USPS 0.9690 (shift 3: 0.9752, 0.9700); 10 epochs without shifts MNIST
+        # 0.9719 (train accuracy 1.0). Short of 'well above 97%': more regularisation is open.
+        c.n_epochs = 15         # Adam(3e-4), batch 100
+        c.augment_shift = 2     # random shifts of up to 2 pixels: f fits 6k/7k images otherwise
+        c.log_every = 50
+        c.sample_every = 1000
+        c.checkpoint_every = 1000
+    return c

@@ -21,7 +21,7 @@ from configs import ufdn as ufdn_config
 from unpaired import checkpoint, config_validation, data, methods, train, translate
 from unpaired.data.spec import DataSpec
 from unpaired.eval import classifier as eval_classifier
-from unpaired.eval import during_training, report, run
+from unpaired.eval import during_training, fid, report, run
 
 
 def classifier_config(domain, steps=3):
@@ -119,7 +119,9 @@ def test_evaluate_equals_an_independent_computation(classifiers):
     state = method.create_state(jax.random.key(3))
     eval_data = run.load_eval_data(method, config)
     metrics = run.evaluate(method, state, config, eval_data)
-    assert sorted(metrics) == ["cycle_l1/A_to_B", "cycle_l1/B_to_A",
+    assert sorted(metrics) == ["classifier_fid/A_to_B", "classifier_fid/B_to_A",
+                               "classifier_kid/A_to_B", "classifier_kid/B_to_A",
+                               "cycle_l1/A_to_B", "cycle_l1/B_to_A",
                                "translation_accuracy/A_to_B", "translation_accuracy/B_to_A",
                                "translation_accuracy_holdout/A_to_B",
                                "translation_accuracy_holdout/B_to_A"]
@@ -134,6 +136,14 @@ def test_evaluate_equals_an_independent_computation(classifiers):
         predicted = np.asarray(jax.jit(c_method.classify)(c_state.params, c_state.model_state, fakes))
         expected = float(np.mean(predicted == test.labels))
         assert abs(metrics[f"translation_accuracy/{s}_to_{t}"] - expected) <= 1 / 21 + 1e-12
+        # FID/KID of the translations against t's real test images in t's classifier features.
+        feats = jax.jit(c_method.features)
+        fa = np.asarray(feats(c_state.params, c_state.model_state, fakes), np.float64)
+        fb = np.asarray(feats(c_state.params, c_state.model_state, eval_data.test[t].images), np.float64)
+        np.testing.assert_allclose(metrics[f"classifier_fid/{s}_to_{t}"], fid.frechet_distance(
+            *fid.statistics(fa), *fid.statistics(fb)), rtol=1e-4)
+        np.testing.assert_allclose(metrics[f"classifier_kid/{s}_to_{t}"], fid.kernel_inception_distance(
+            fa, fb, 100, 21)["kid_mean"], rtol=1e-4, atol=1e-7)
         back = "BtoA" if direction == "AtoB" else "AtoB"
         again = np.asarray(jax.jit(lambda p, ms, x: method.translate(p, x, back, ms))(
             state.params, state.model_state, fakes))

@@ -7,6 +7,11 @@ optional hooks, never from its name:
   `translation_accuracy/<s>_to_<t>` on s's test set (the DTN protocol: classify G(x) with
   t's classifier, score against x's labels), and `translation_accuracy_holdout/<s>_to_<t>`
   on s's held-out training images (config.data.holdout > 0);
+* `translate` with t's classifier and t's test set: `classifier_kid/<s>_to_<t>` and, when
+  both sets have more images than the classifier has features (else the covariances are
+  singular), `classifier_fid/<s>_to_<t>`: FID/KID of G(s test) against real t test images
+  in the classifier's penultimate features (`unpaired.eval.fid`; comparable only between
+  runs scored with the same classifier);
 * `translate` both ways: `cycle_l1/<s>_to_<t>`, mean |x - G_ts(G_st(x))| on s's test set;
 * `digit_accuracy(params, model_state, images, labels)` (a classifier on the shared latent,
   UFDN's/UNIT's domain adaptation): `da_accuracy/<t>` on each unlabelled domain's test set
@@ -131,6 +136,26 @@ def translation_accuracy(method: Any, state: Any, eval_data: EvalData, request: 
     return accuracy(batched(classifier.predict, fake, eval_data.batch_size), labels)
 
 
+def classifier_distances(method: Any, state: Any, eval_data: EvalData, request: TranslationRequest,
+                         images: np.ndarray, real: np.ndarray, classifier: Classifier) -> dict[str, float]:
+    """{'kid'[, 'fid']} of G(images) against `real` in the classifier's features."""
+    from unpaired.eval import fid  # pylint: disable=import-outside-toplevel
+
+    key = ("features", id(classifier))
+    if key not in eval_data._jitted:
+        eval_data._jitted[key] = jax.jit(classifier.method.features)
+    fn = eval_data._jitted[key]
+    feats = lambda x: batched(lambda b: fn(classifier.state.params, classifier.state.model_state, b),
+                              classifier_input(x, classifier), eval_data.batch_size)
+    fa = feats(translated(method, state, eval_data, request, images)).astype(np.float64)
+    fb = feats(real).astype(np.float64)
+    size = min(len(fa), len(fb), 1000)
+    out = {"kid": fid.kernel_inception_distance(fa, fb, 100, size)["kid_mean"]}
+    if min(len(fa), len(fb)) > fa.shape[1]:
+        out["fid"] = fid.frechet_distance(*fid.statistics(fa), *fid.statistics(fb))
+    return out
+
+
 def digit_accuracy(method: Any, state: Any, eval_data: EvalData, eval_set: EvalSet) -> float:
     """The method's own `digit_accuracy` over a whole set (padding labelled -1, never counted)."""
     key = ("digit_accuracy",)
@@ -163,6 +188,11 @@ def evaluate(method: Any, state: Any, config: ml_collections.ConfigDict, eval_da
             hs = eval_data.holdout[s]
             out[f"translation_accuracy_holdout/{s}_to_{t}"] = translation_accuracy(
                 method, state, eval_data, request, hs.images, hs.labels, clf)
+        if (clf is not None and s in eval_data.test and t in eval_data.test
+                and hasattr(clf.method, "features")):
+            distances = classifier_distances(method, state, eval_data, request,
+                                             eval_data.test[s].images, eval_data.test[t].images, clf)
+            out.update({f"classifier_{k}/{s}_to_{t}": v for k, v in distances.items()})
         back = requests.get((t, s))
         if back is not None and s in eval_data.test:
             x = eval_data.test[s].images

@@ -148,6 +148,18 @@ def _dtype(config: ml_collections.ConfigDict) -> Any:
     return {"float32": None, "bfloat16": jnp.bfloat16}[config.dtype]
 
 
+def _score_test_set(config: ml_collections.ConfigDict, domain: str, spec: DataSpec,
+                    predict: Any, *args: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted, labels) over every image of `domain`'s labelled test split (the last
+    batch padded, its padding dropped), with `predict(*args, images) -> classes` jitted."""
+    from unpaired.eval.classifier import batched  # pylint: disable=import-outside-toplevel
+    from unpaired.eval.sets import load_set  # pylint: disable=import-outside-toplevel
+
+    test = load_set(config.data, domain, "test", spec.channels[domain], labelled=True)
+    jitted = jax.jit(predict)
+    return batched(lambda x: jitted(*args, x), test.images, config.batch_size), test.labels
+
+
 class DTNPretrain:
     """Stage 1: f (`content_extractor` with its `out` head) trained as a digit classifier."""
 
@@ -260,20 +272,9 @@ class DTNPretrain:
 
     def after_training(self, state: TrainState, workdir: str) -> dict[str, Any]:
         """Test accuracy of f (eval mode) on the source domain's test split, printed and saved."""
-        from unpaired import data  # pylint: disable=import-outside-toplevel
-
-        loader = data.make_loader(self.config.data, split="test", batch_size=self.config.batch_size,
-                                  seed=0, spec=self.data_spec(self.config))
-        classify = jax.jit(self.classify)
-        correct = total = 0
-        try:
-            for i in range(loader.steps_per_epoch):
-                batch = loader.batch(i)
-                predicted = classify(state.params, state.model_state, batch[self.source])
-                correct += int(jnp.sum(predicted == batch[DataSpec.label_key(self.source)]))
-                total += len(predicted)
-        finally:
-            loader.close()
+        predicted, labels = _score_test_set(self.config, self.source, self.data_spec(self.config),
+                                            self.classify, state.params, state.model_state)
+        correct, total = int(np.sum(predicted == labels)), len(labels)
         result = {"step": int(state.step), "domain": self.source, "split": "test",
                   "accuracy": correct / max(total, 1), "images": total}
         with open(os.path.join(workdir, "accuracy.json"), "w", encoding="utf-8") as f:
@@ -542,27 +543,18 @@ class DTN:
         path = self.config.get("eval_classifier", "")
         if not path:
             return None
-        from unpaired import data, translate  # pylint: disable=import-outside-toplevel
+        from unpaired import translate  # pylint: disable=import-outside-toplevel
 
         classifier, clf_state, clf_config = translate.load_workdir_state(path)
         if not hasattr(classifier, "classify"):
             raise ValueError(f"config.eval_classifier={path!r} is a {clf_config.method} run; "
                              "expected a dtn_pretrain run trained on the target domain")
         spec = DTNPretrain.data_spec(self.config)  # the source domain, with its labels
-        loader = data.make_loader(self.config.data, split="test", batch_size=self.config.batch_size,
-                                  seed=0, spec=spec)
-        score = jax.jit(lambda p, ms, cp, cs, x: classifier.classify(
-            cp, cs, self.translate(p, x, "AtoB", ms)))
-        correct = total = 0
-        try:
-            for i in range(loader.steps_per_epoch):
-                batch = loader.batch(i)
-                predicted = score(state.params, state.model_state, clf_state.params,
-                                  clf_state.model_state, batch[self.source])
-                correct += int(jnp.sum(predicted == batch[DataSpec.label_key(self.source)]))
-                total += len(predicted)
-        finally:
-            loader.close()
+        predicted, labels = _score_test_set(
+            self.config, self.source, spec,
+            lambda p, ms, cp, cs, x: classifier.classify(cp, cs, self.translate(p, x, "AtoB", ms)),
+            state.params, state.model_state, clf_state.params, clf_state.model_state)
+        correct, total = int(np.sum(predicted == labels)), len(labels)
         result = {"step": int(state.step), "source": self.source, "target": self.target,
                   "classifier": os.path.abspath(path), "accuracy": correct / max(total, 1),
                   "images": total}

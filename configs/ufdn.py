@@ -78,6 +78,7 @@ def get_config(preset: str = "digits") -> ml_collections.ConfigDict:
     c.init_from = ""
     c.init_networks = ""
     c.verify_checkpoints = True
+    c.bn_sync = True  # BatchNorm statistics over the global batch; False: per device (docs/scaling.md)
     c.data = _data("folder")
 
     if preset == "digits":

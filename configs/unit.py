@@ -70,6 +70,7 @@ def get_config(preset: str = "folder") -> ml_collections.ConfigDict:
     c.init_from = ""              # a workdir, or an official gen_XXXXXXXX.pt / dis_XXXXXXXX.pt
     c.init_networks = ""          # e.g. gen_a,gen_b (from a gen file) or dis_a,dis_b
     c.verify_checkpoints = True
+    c.bn_sync = True  # BatchNorm statistics over the global batch; False: per device (docs/scaling.md)
     c.data = data_config()
     c.data.load_size = 256        # new_size: shorter side resized to 256, random 256 crop, flip
     c.data.crop_size = 256

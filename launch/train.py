@@ -68,6 +68,19 @@ def main(argv):
             train.NonFiniteLossError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
+    except Exception as err:  # pylint: disable=broad-except
+        import jax  # pylint: disable=import-outside-toplevel
+
+        if jax.process_count() == 1 or not isinstance(err, jax.errors.JaxRuntimeError):
+            raise
+        # Another process died (or the network broke) during a collective: say so in one line
+        # and leave now, before JAX's exit-time shutdown waits on the dead peers.
+        print(f"error: process {jax.process_index()} of {jax.process_count()}: a collective with "
+              f"the other processes failed ({str(err).splitlines()[0][:300]}); another process died "
+              "or the network broke. Restart the job: training resumes from the newest checkpoint.",
+              file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(1)  # pylint: disable=protected-access
     print(f"done: checkpoints in {workdir}/checkpoints, samples in {workdir}/samples, "
           f"TensorBoard events in {workdir}/tensorboard", flush=True)
 

@@ -82,6 +82,7 @@ def get_config(preset: str = "digits") -> ml_collections.ConfigDict:
     c.init_networks = ""        # comma-separated, ours=theirs to rename: e.g. G_A,D_A or G_A=G_B
     c.verify_checkpoints = True  # CRC-32 per array on save, checked on restore (off: huge states)
     add_eval_keys(c)           # eval_every (0: off) and the eval block (unpaired.eval)
+    c.bn_sync = True  # BatchNorm statistics over the global batch; False: per device (docs/scaling.md)
     c.data = _data()
 
     if preset == "digits":

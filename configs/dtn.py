@@ -91,6 +91,7 @@ def get_config(preset: str = "digits") -> ml_collections.ConfigDict:
     c.init_networks = "" if stage1 else "f"
     c.verify_checkpoints = True
     add_eval_keys(c)           # eval_every (0: off) and the eval block (unpaired.eval)
+    c.bn_sync = True  # BatchNorm statistics over the global batch; False: per device (docs/scaling.md)
     # Stage 2's translation accuracy at the end: a dtn_pretrain workdir trained on the
     # TARGET domain (e.g. preset digits_pretrain with --config.source_domain=A); "" skips it.
     c.eval_classifier = ""

@@ -82,6 +82,7 @@ def get_config(preset: str = "digits") -> ml_collections.ConfigDict:
     c.init_networks = ""
     c.verify_checkpoints = True
     add_eval_keys(c)           # eval_every (0: off) and the eval block (unpaired.eval)
+    c.bn_sync = True  # BatchNorm statistics over the global batch; False: per device (docs/scaling.md)
     c.data = _data("folder")
 
     if preset == "digits":

@@ -99,6 +99,7 @@ def get_config(preset: str = "folder") -> ml_collections.ConfigDict:
     c.init_networks = ""          # e.g. gen_a,gen_b (from a gen file) or dis_a,dis_b
     c.verify_checkpoints = True
     add_eval_keys(c)           # eval_every (0: off) and the eval block (unpaired.eval)
+    c.bn_sync = True  # BatchNorm statistics over the global batch; False: per device (docs/scaling.md)
     c.data = data_config()
     c.data.load_size = 256        # new_size: shorter side resized to 256, random 256 crop, flip
     c.data.crop_size = 256
@@ -198,6 +199,7 @@ def da_config(preset: str) -> ml_collections.ConfigDict:
     c.init_networks = ""
     c.verify_checkpoints = True
     add_eval_keys(c)           # eval_every (0: off) and the eval block (unpaired.eval)
+    c.bn_sync = True  # BatchNorm statistics over the global batch; False: per device (docs/scaling.md)
     c.data = data_config("idx", preprocess="none", load_size=32, crop_size=32, no_flip=True,
                          num_workers=2)
     c.data.image_size = 32        # MNIST 28 and USPS 16 are resized (bicubic) to 32

@@ -90,6 +90,9 @@ _DATA_RATE = flags.DEFINE_bool(
     "training): data_img_per_s and data_bound_ratio = data_img_per_s / img_per_s.",
 )
 _DATA_BATCHES = flags.DEFINE_integer("data_batches", 20, "Timed batches for --data_rate.")
+_DEVICES = flags.DEFINE_list(
+    "devices", None, "Weak scaling instead of the torch comparison: e.g. 1,2,4,8 devices at "
+    "--batch_size per device (CPU: simulated devices); steps/s, img/s and efficiency per count.")
 
 
 def _finite(value):
@@ -110,6 +113,8 @@ def main(argv):
         raise app.UsageError("--config is required, e.g. --config=configs/cyclegan.py:digits")
     if _XLA_FLAGS.value:  # before the first JAX computation initialises the backend
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_XLA_FLAGS.value}".strip()
+    if _DEVICES.value:
+        return _weak_scaling()
     # On GPU, leave room for PyTorch in the same process (a user's setting wins).
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
@@ -167,6 +172,29 @@ def main(argv):
         print(f"appended a row to {_APPEND.value}")
     sys.stdout.flush()
     print(json.dumps(_finite(result), sort_keys=True, default=str), flush=True)
+
+
+def _weak_scaling():
+    """--devices: the data-parallel step's throughput per device count (unpaired.scaling_benchmark)."""
+    try:
+        counts = [int(n) for n in _DEVICES.value]
+    except ValueError:
+        raise app.UsageError(f"--devices must be integers, e.g. 1,2,4,8; got {_DEVICES.value}") from None
+    if not counts or min(counts) < 1:
+        raise app.UsageError(f"--devices must be positive, got {_DEVICES.value}")
+    # Simulated CPU devices (ignored by GPU and TPU backends); before JAX starts its backend.
+    os.environ["XLA_FLAGS"] = (f"{os.environ.get('XLA_FLAGS', '')} "
+                               f"--xla_force_host_platform_device_count={max(counts)}").strip()
+    import jax  # pylint: disable=import-outside-toplevel
+
+    from unpaired import benchmark, scaling_benchmark  # pylint: disable=import-outside-toplevel
+
+    config = benchmark.resolve_config(_CONFIG.value, _BATCH.value, _IMAGE.value, _PRECISION.value)
+    rows = scaling_benchmark.weak_scaling(config, counts, config.batch_size, steps=_STEPS.value,
+                                          warmup=_WARMUP.value, seed=_SEED.value)
+    print(scaling_benchmark.format_rows(rows, jax.default_backend()))
+    print(json.dumps(_finite({"platform": jax.default_backend(), "per_device_batch": config.batch_size,
+                              "rows": rows}), sort_keys=True), flush=True)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,15 @@ config_flags.DEFINE_config_file(
     "Config file and preset, e.g. configs/cyclegan.py:horse2zebra; override fields with --config.x=y.",
     lock_config=True)
 flags.DEFINE_string("workdir", None, "Where checkpoints, logs and samples go (default: workdirs/<method>_<preset>).")
+# Multi-host (docs/scaling.md): run the same command on every host with its own --process_id.
+flags.DEFINE_string("coordinator_address", "", "host:port of process 0 for jax.distributed "
+                    "(or UNPAIRED_COORDINATOR_ADDRESS); empty: a single-process run.")
+flags.DEFINE_integer("num_processes", None, "How many processes train together (or UNPAIRED_NUM_PROCESSES).")
+flags.DEFINE_integer("process_id", None, "This process's index in [0, num_processes) (or UNPAIRED_PROCESS_ID).")
+flags.DEFINE_bool("distributed", False, "Start jax.distributed with JAX's own cluster detection "
+                  "(TPU pod slices, SLURM, Open MPI) when no coordinator is given.")
+flags.DEFINE_integer("heartbeat_timeout", 100, "Seconds without a heartbeat after which the "
+                     "other processes of a multi-host run stop with an error instead of waiting.")
 
 
 def _default_workdir(config_arg: str, method: str) -> str:
@@ -38,6 +47,14 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.getLogger().setLevel(logging.INFO)
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every save step at INFO
+    from unpaired import distributed  # before anything else touches the JAX backend
+    try:
+        distributed.initialize(flags.FLAGS.coordinator_address, flags.FLAGS.num_processes,
+                               flags.FLAGS.process_id, auto=flags.FLAGS.distributed,
+                               heartbeat_timeout_s=flags.FLAGS.heartbeat_timeout)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
     from unpaired import checkpoint, config_validation, train  # after flag parsing: imports jax
     from unpaired.data import DataError
 
@@ -51,6 +68,19 @@ def main(argv):
             train.NonFiniteLossError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
+    except Exception as err:  # pylint: disable=broad-except
+        import jax  # pylint: disable=import-outside-toplevel
+
+        if jax.process_count() == 1 or not isinstance(err, jax.errors.JaxRuntimeError):
+            raise
+        # Another process died (or the network broke) during a collective: say so in one line
+        # and leave now, before JAX's exit-time shutdown waits on the dead peers.
+        print(f"error: process {jax.process_index()} of {jax.process_count()}: a collective with "
+              f"the other processes failed ({str(err).splitlines()[0][:300]}); another process died "
+              "or the network broke. Restart the job: training resumes from the newest checkpoint.",
+              file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(1)  # pylint: disable=protected-access
     print(f"done: checkpoints in {workdir}/checkpoints, samples in {workdir}/samples, "
           f"TensorBoard events in {workdir}/tensorboard", flush=True)
 

@@ -79,6 +79,9 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int = 1) -> None
             f"config.batch_size={config.batch_size} must be a multiple of the {num_devices} "
             "devices it is split over"
         )
+    if not isinstance(config.get("bn_sync", True), bool):
+        raise ConfigError(f"config.bn_sync={config.bn_sync!r} must be True (BatchNorm statistics "
+                          "over the global batch) or False (per device)")
     _validate_data(config)
     method.validate_config(config)
     if "eval_every" in config or "eval" in config:

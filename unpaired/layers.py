@@ -448,19 +448,36 @@ class BatchNorm(nn.Module):
         )
         xf = at_least_f32(x)
         if train:
-            mean = jnp.mean(xf, axis=(0, 1, 2))
-            var = jnp.mean(jnp.square(xf - mean), axis=(0, 1, 2))
+            mean, var = self.batch_moments(xf)
+            groups = mean.shape[0] if mean.ndim == 2 else 1
             if not self.is_initializing():
-                count = xf.shape[0] * xf.shape[1] * xf.shape[2]
+                count = xf.shape[0] * xf.shape[1] * xf.shape[2] // groups
                 tracked_var = var * (count / max(count - 1, 1)) if self.running_var == "unbiased" else var
+                if groups > 1:  # per-group statistics: the running ones follow their average
+                    tracked_mean, tracked_var = jnp.mean(mean, axis=0), jnp.mean(tracked_var, axis=0)
+                else:
+                    tracked_mean = mean
                 m = self.momentum
-                ra_mean.value = ((1 - m) * ra_mean.value + m * mean).astype(ra_mean.value.dtype)
+                ra_mean.value = ((1 - m) * ra_mean.value + m * tracked_mean).astype(ra_mean.value.dtype)
                 ra_var.value = ((1 - m) * ra_var.value + m * tracked_var).astype(ra_var.value.dtype)
                 tracked.value = tracked.value + 1
         else:
             mean, var = ra_mean.value, ra_var.value
+        if mean.ndim == 2:  # (groups, C): each contiguous slice of the batch by its own statistics
+            g = xf.reshape(mean.shape[0], -1, *xf.shape[1:])
+            y = (g - mean[:, None, None, None]) * lax.rsqrt(var[:, None, None, None] + self.eps)
+            return (y.reshape(xf.shape) * scale + bias).astype(x.dtype)
         y = (xf - mean) * lax.rsqrt(var + self.eps) * scale + bias
         return y.astype(x.dtype)
+
+    def batch_moments(self, xf: Array) -> tuple[Array, Array]:
+        """Mean and biased variance over (N, H, W), shape (C,): statistics of the whole batch.
+
+        `unpaired.distributed.per_device_batch_norm` intercepts this method to return
+        (groups, C) statistics of contiguous batch slices (one per device).
+        """
+        mean = jnp.mean(xf, axis=(0, 1, 2))
+        return mean, jnp.mean(jnp.square(xf - mean), axis=(0, 1, 2))
 
 
 class Linear(nn.Module):

@@ -10,6 +10,7 @@ metrics are fetched every `config.log_every` steps, batches are prefetched to th
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import logging
 import math
@@ -20,10 +21,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding
 
 import unpaired
-from unpaired import checkpoint, config_validation, data, init_from, logs, methods
+from unpaired import checkpoint, config_validation, data, distributed, init_from, logs, methods
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +68,10 @@ def data_parallel(method: Any, mesh: jax.sharding.Mesh) -> tuple[Any, NamedShard
     """(jitted step, state sharding, batch sharding): batch split over 'data', state replicated.
 
     The step donates its input state; the output state stays replicated, so the same
-    code runs on one CPU or many accelerators.
+    code runs on one CPU or many accelerators. (Synchronised BatchNorm; see
+    `unpaired.distributed.data_parallel_step` for per-device statistics.)
     """
-    replicated = NamedSharding(mesh, PartitionSpec())
-    batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
-    step = jax.jit(method.train_step, donate_argnums=0, out_shardings=(replicated, replicated))
-    return step, replicated, batch_sharding
+    return distributed.data_parallel_step(method, mesh)
 
 
 def _fetch_finite(metrics: Mapping[str, Any], step: int, last_good: int | None) -> dict[str, float]:
@@ -102,13 +101,19 @@ def _config_differences(saved: Mapping[str, Any], current: Mapping[str, Any], pr
 
 
 def restore_or_create(
-    method: Any, config: ml_collections.ConfigDict, ckpt: checkpoint.Checkpointer
+    method: Any, config: ml_collections.ConfigDict, ckpt: checkpoint.Checkpointer,
+    sharding: NamedSharding | None = None,
 ) -> tuple[Any, int | None]:
     """The newest good checkpointed state in the workdir, or a fresh one; and its step (or None).
 
     Unreadable or corrupt newer checkpoints are moved aside (`<step>.corrupt-<n>`), never deleted.
+    With several processes and a `sharding`, the state is created (and restored) with it:
+    global arrays spanning every host, as orbax and the jitted step need there.
     """
-    state = method.create_state(jax.random.key(config.seed))
+    if sharding is not None and jax.process_count() > 1:
+        state = distributed.replicated_state(method, jax.random.key(config.seed), sharding)
+    else:
+        state = method.create_state(jax.random.key(config.seed))
     if ckpt.latest_step() is None:
         return state, None
     try:
@@ -180,8 +185,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
     method = methods.build(config, plan.steps_per_epoch)
     ckpt = checkpoint.Checkpointer.for_workdir(
         workdir, keep=config.keep_checkpoints, verify=config.get("verify_checkpoints", True))
+    mesh = data_mesh()
+    train_step, replicated, batch_sharding = distributed.data_parallel_step(
+        method, mesh, distributed.bn_groups(config, jax.device_count()))
     try:
-        state, last_good = restore_or_create(method, config, ckpt)
+        state, last_good = restore_or_create(method, config, ckpt, replicated)
         state, init_record = start_or_resume(method, config, ckpt, state, last_good, workdir)
         evaluator = _make_evaluator(method, config, workdir)
     except BaseException:
@@ -189,22 +197,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
         loader.close()
         raise
     start = int(state.step)
-    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-        json.dump(config.to_dict(), f, indent=2)
+    primary = distributed.is_primary()  # one host writes config.json, logs, grids and events
+    if primary:
+        with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+            json.dump(config.to_dict(), f, indent=2)
     if start >= plan.total_steps:
         log.info("step %d already reached the planned %d steps; nothing to do", start, plan.total_steps)
         ckpt.close()
         loader.close()
         return state
 
-    train_step, replicated, batch_sharding = data_parallel(method, data_mesh())
     state = jax.device_put(state, replicated)
     visuals = jax.jit(method.visuals)
     sample = {k: v[:SAMPLE_IMAGES] for k, v in loader.batch(0).items()}
 
-    writer = logs.MetricWriter(workdir)
+    writer = logs.MetricWriter(workdir) if primary else distributed.NullWriter()
     os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
-    bar = logs.ProgressBar(plan.total_steps, start)
+    bar = logs.ProgressBar(plan.total_steps, start, stream=None if primary else io.StringIO())
     batches = data.prefetch_to_device(
         loader.iterate(start, plan.total_steps - start), size=2, sharding=batch_sharding)
     log.info("training %s from step %d to %d (%d steps per epoch) in %s",
@@ -225,6 +234,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
 
     def write_samples(step: int) -> None:
         images = jax.device_get(visuals(state.params, sample, state.model_state))
+        if not primary:
+            return
         grid = logs.image_grid([images[k] for k in method.visual_names])
         logs.save_png(grid, os.path.join(workdir, "samples", f"step_{step:08d}.png"))
         writer.image(step, "samples", grid)

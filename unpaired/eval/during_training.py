@@ -19,6 +19,7 @@ import logging
 import os
 from typing import Any, Mapping
 
+import jax
 import ml_collections
 
 from unpaired import checkpoint
@@ -43,6 +44,9 @@ def read_best(workdir: str, name: str = BEST_JSON) -> dict[str, Any] | None:
 
 
 def _write_json(path: str, value: Mapping[str, Any]) -> None:
+    """Atomically, from process 0 only (every process evaluates and saves the global state)."""
+    if jax.process_index() != 0:
+        return
     tmp = f"{path}.tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(value, f, indent=2)

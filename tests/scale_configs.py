@@ -36,6 +36,11 @@ def unit():
                 dis_num_scales=1, batch_size=DEVICES, data__image_size=16, data__crop_size=16, data__load_size=16)
 
 
+def unit_da():
+    """UNIT's digit DA model (BatchNorm, D dropout masks, labels), 32x32 as CoVAE32x32 needs."""
+    return _set(unit_config.get_config("mnist2usps"), gen_ch=4, dis_ch=4, batch_size=DEVICES)
+
+
 def _tiny_ufdn(config):
     """UFDN's networks shrunk to 16x16 and 4-8 channels (BatchNorm in E, G and D_x)."""
     conv = lambda out, norm="bn", act="LeakyReLU": ["conv", out, 4, 2, 1, norm, act]
@@ -78,6 +83,7 @@ def dtn(stage1=False):
 CASES = {
     "cyclegan_batchnorm": lambda: cyclegan(norm="batch"),
     "unit": unit,
+    "unit_da": unit_da,
     "ufdn_uda": ufdn_uda,
     "ufdn_translation": ufdn_translation,
     "dtn_pretrain": lambda: dtn(stage1=True),

@@ -314,7 +314,7 @@ def test_make_loader_idx_single_files(tmp_path):
         (dict(preprocess="zoom"), {}, r"config\.data\.preprocess='zoom'"),
         (dict(source="digits", bad_image="drop"), {}, r"config\.data\.bad_image='drop'"),
         (dict(source="digits"), dict(input_nc=2), r"config\.input_nc=2 must be 1 or 3"),
-        (dict(source="digits"), dict(split="val"), r"split must be 'train' or 'test'"),
+        (dict(source="digits"), dict(split="val"), r"split must be 'train', 'test' or 'holdout'"),
     ],
 )
 def test_make_loader_config_errors_name_the_key(overrides, kw, pattern):

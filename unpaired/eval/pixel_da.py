@@ -27,7 +27,8 @@ def classifier_config(nf: int, channels: int, lr: float, batch_size: int,
     return ml_collections.ConfigDict(dict(
         method="dtn_pretrain", seed=seed, source_domain="X", target_domain="Y", input_nc=channels,
         output_nc=channels, nf=nf, feature_dim=2 * nf, num_classes=10, ngf=1, ndf=1, lr=lr,
-        beta1=0.9, beta2=0.999, adam_eps=1e-8, batch_size=batch_size, dtype="float32"))
+        beta1=0.9, beta2=0.999, adam_eps=1e-8, batch_size=batch_size, dtype="float32",
+        data=dict(crop_size=32)))  # the networks' input side (DTN's f is built for 32 or 64)
 
 
 def train_classifier(images: np.ndarray, labels: np.ndarray, *, steps: int, nf: int = 64,

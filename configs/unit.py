@@ -119,13 +119,7 @@ def get_config(preset: str = "folder") -> ml_collections.ConfigDict:
         c.log_every = 25
         c.sample_every = 100
         c.checkpoint_every = 100
-        c.data = data_config("digits")
-        c.data.image_size = 32
-        c.data.preprocess = "none"
-        c.data.load_size = 32
-        c.data.crop_size = 32
-        c.data.no_flip = True
-        c.data.num_workers = 2
+        c.data = _digits_data()
     elif preset in ("folder_v02", "digits_v02"):
         # version_02 blondhair.yaml: COCOResGen2 + COCOSharedDis, sigmoid-BCE GAN,
         # gan_w 10 (lambda0), ll_direct/ll_cycle 100 (lambda2, lambda4), kl 0.1 (lambda1, lambda3),
@@ -147,17 +141,22 @@ def get_config(preset: str = "folder") -> ml_collections.ConfigDict:
             c.log_every = 25
             c.sample_every = 100
             c.checkpoint_every = 100
-            c.data = data_config("digits")
-            c.data.image_size = 32
-            c.data.preprocess = "none"
-            c.data.load_size = 32
-            c.data.crop_size = 32
-            c.data.no_flip = True
-            c.data.num_workers = 2
+            c.data = _digits_data()
     else:
         raise ValueError(f"unknown unit preset {preset!r}; expected folder, digits, folder_v02, "
                          f"digits_v02, {', '.join(DA_PRESETS)}")
     return c
+
+
+def _digits_data() -> ml_collections.ConfigDict:
+    """The built-in digits at 32x32 grayscale, as the test split is read (no resize, no flip)."""
+    data = data_config("digits")
+    data.image_size = 32
+    data.preprocess = "none"
+    data.load_size = data.crop_size = 32
+    data.no_flip = True
+    data.num_workers = 2
+    return data
 
 
 DA_PRESETS = ("mnist2usps", "usps2mnist")

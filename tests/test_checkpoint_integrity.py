@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import jax
 import pytest
@@ -217,6 +218,34 @@ def test_a_failed_restore_prints_no_event_loop_tracebacks(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Event loop is closed" not in result.stderr and "Traceback" not in result.stderr, result.stderr[-3000:]
+
+
+def test_the_unraisable_filter_drops_only_abandoned_orbax_reads(monkeypatch):
+    """A read coroutine closed unfinished prints 'Exception ignored in <coroutine
+    _read_array_index_and_device_put>' (seen in CI under load); the filter drops exactly that."""
+    async def _read_array_index_and_device_put():  # orbax's name for one array read
+        return None
+
+    async def some_other_coroutine():
+        return None
+
+    def unraisable(coroutine_function, message):
+        coroutine = coroutine_function()
+        coroutine.close()
+        return SimpleNamespace(object=coroutine, exc_type=Exception, exc_value=Exception(message),
+                               exc_traceback=None, err_msg=None)
+
+    passed_on = []
+    monkeypatch.setattr(sys, "unraisablehook", passed_on.append)
+    checkpoint._silence_closed_loop_callbacks()
+    read_error = "Encountered error while reading array index: (slice(0, 3, 1),)"
+    sys.unraisablehook(unraisable(_read_array_index_and_device_put, read_error))
+    assert passed_on == []
+    others = [unraisable(some_other_coroutine, read_error),
+              unraisable(_read_array_index_and_device_put, "some other failure")]
+    for other in others:
+        sys.unraisablehook(other)
+    assert passed_on == others
 
 
 # --------------------------------------------------------------------------- training and CLIs

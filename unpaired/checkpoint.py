@@ -302,16 +302,32 @@ def _is_closed_loop_callback(unraisable: Any) -> bool:
     return "call_soon_threadsafe" in names
 
 
+def _is_abandoned_read(unraisable: Any) -> bool:
+    """Whether an unraisable error is an orbax array read of a failed restore, closed unfinished.
+
+    When the restore's event loop goes away, each read coroutine still pending is closed;
+    orbax's ``_read_array_index_and_device_put`` turns the TensorStore error it was
+    holding into ``Exception('Encountered error while reading array index ...')`` and,
+    raised from a coroutine being collected, Python prints it as 'Exception ignored in'.
+    """
+    obj = unraisable.object
+    name = getattr(getattr(obj, "cr_code", None), "co_name", "")
+    return (name == "_read_array_index_and_device_put"
+            and "error while reading array index" in str(unraisable.exc_value))
+
+
 def _silence_closed_loop_callbacks() -> None:
-    """Drops the 'Event loop is closed' tracebacks a failed orbax read prints, nothing else.
+    """Drops the tracebacks of a failed orbax restore's abandoned reads, nothing else.
 
     Their source: orbax runs each restore in a fresh event loop (asyncio_utils.run_sync)
     and closes it as soon as one TensorStore read fails, while the other reads are still
     in flight; each of those, on completing, calls ``loop.call_soon_threadsafe`` on the
     closed loop from a TensorStore thread and the RuntimeError goes to
     ``sys.unraisablehook`` -- up to one traceback per array, during or just after the
-    failed restore. They carry no information (the failure itself is raised as a
-    CheckpointError), and orbax offers no way to drain the reads first, so this chained
+    failed restore; or, for a read still pending when the loop goes, an 'Exception
+    ignored in <coroutine ...>' (`_is_abandoned_read`). They carry no information (the
+    failure itself is raised as a CheckpointError), and orbax offers no way to drain the
+    reads first, so this chained
     hook (installed once per process, idempotent) swallows exactly those and passes on
     every other unraisable error.
     """
@@ -320,7 +336,7 @@ def _silence_closed_loop_callbacks() -> None:
         return
 
     def hook(unraisable: Any) -> None:
-        if not _is_closed_loop_callback(unraisable):
+        if not (_is_closed_loop_callback(unraisable) or _is_abandoned_read(unraisable)):
             previous(unraisable)
 
     hook._unpaired_closed_loop_filter = True  # type: ignore[attr-defined]

@@ -83,6 +83,14 @@ _XLA_FLAGS = flags.DEFINE_string(
 )
 _APPEND = flags.DEFINE_string("append", None, "Append a markdown row to this file.")
 _NOTES = flags.DEFINE_string("notes", "", "Free text for the markdown row's notes column.")
+_DEVICE_LOCK = flags.DEFINE_string(
+    "device_lock", None, "Lock file: the timed rounds hold it exclusively, so benchmarks run "
+    "side by side on one accelerator compile and warm up concurrently but time one at a time.")
+_DEVICE_LOCK_PARTIES = flags.DEFINE_integer(
+    "device_lock_parties", 1, "With --device_lock: first wait (see --device_lock_barrier_s) until this many "
+    "benchmarks are compiled and warmed up, so that no timed round overlaps a compilation.")
+_DEVICE_LOCK_BARRIER = flags.DEFINE_float(
+    "device_lock_barrier_s", 600.0, "With --device_lock_parties: wait at most this long for the others.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed for the initial state and random inputs.")
 _DATA_RATE = flags.DEFINE_bool(
     "data_rate", False,
@@ -145,7 +153,8 @@ def main(argv):
         steps=_STEPS.value, torch_steps=_TORCH_STEPS.value, rounds=_ROUNDS.value,
         warmup=_WARMUP.value, steps_per_dispatch=_SPD.value, unroll=_UNROLL.value,
         donate=_DONATE.value, seed=_SEED.value, hlo_summary_wanted=_HLO.value,
-        flush_denormal=_TORCH_FTZ.value, threads=_CPU_THREADS.value,
+        flush_denormal=_TORCH_FTZ.value, threads=_CPU_THREADS.value, device_lock=_DEVICE_LOCK.value,
+        device_lock_parties=_DEVICE_LOCK_PARTIES.value, device_lock_barrier_s=_DEVICE_LOCK_BARRIER.value,
     )
     torch_result.update(skipped)
     data_result = None

@@ -172,3 +172,36 @@ def test_rounds_interleave_and_drop_failures():
     assert benchmark.round_ratios([[1.0, 3.0], [2.0]], [[4.0], [1.0, 1.0]]) == [2.0, 0.5]
     with pytest.raises(RuntimeError):
         benchmark.time_rounds([runner("boom", fail_at=1, may_fail=False)], {"boom": 1}, rounds=1)
+
+
+def test_device_lock_serialises_the_timed_part_and_rewarms(tmp_path):
+    """Two holders of exclusive_device on one lock file never overlap; each re-warms its runners."""
+    import threading
+    import time
+
+    lock = str(tmp_path / "device.lock")
+    spans, calls = {}, []
+    entered = threading.Event()
+
+    def hold(name):
+        runner = benchmark.Runner(name, lambda: calls.append(name), 1)
+        with benchmark.exclusive_device(lock, [runner], rewarm=2) as (waited, ready):
+            assert ready == 1
+            start = time.perf_counter()
+            entered.set()
+            time.sleep(0.3)
+            spans[name] = (start, time.perf_counter(), waited)
+
+    first = threading.Thread(target=hold, args=("a",))
+    first.start()
+    assert entered.wait(10)
+    second = threading.Thread(target=hold, args=("b",))
+    second.start()
+    first.join(10)
+    second.join(10)
+    assert spans["b"][0] >= spans["a"][1] and spans["b"][2] > 0.1  # b waited for a's turn
+    assert calls == ["a", "a", "b", "b"]
+    with benchmark.exclusive_device(None) as (waited, ready):  # no lock: nothing waits, nothing runs
+        assert (waited, ready) == (0.0, 1)
+    with benchmark.exclusive_device(lock, parties=3, barrier_timeout_s=0.5) as (waited, ready):
+        assert ready == 1 and waited >= 0.5  # the barrier gave up on the two that never came

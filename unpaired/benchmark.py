@@ -268,6 +268,47 @@ def time_rounds(
     return times, errors
 
 
+@contextlib.contextmanager
+def exclusive_device(lock_path: str | None, runners: Sequence[Runner] = (), rewarm: int = 2,
+                     parties: int = 1, barrier_timeout_s: float = 600.0) -> Iterator[tuple[float, int]]:
+    """Holds an exclusive lock on `lock_path` (no lock if None), then re-warms every runner.
+
+    Lets several benchmark processes share one accelerator: they compile and warm up
+    concurrently, and only the timed rounds, the part whose figures are reported, run one
+    process at a time. With `parties` > 1 each first waits (at most `barrier_timeout_s`)
+    until that many processes are ready, so no timed round overlaps another's compilation
+    (whose autotuning also runs on the device). Yields (seconds spent waiting, processes
+    seen ready when the barrier was passed).
+    """
+    if lock_path is None:
+        yield 0.0, 1
+        return
+    import fcntl  # pylint: disable=import-outside-toplevel  (POSIX only; only this option needs it)
+
+    start = time.perf_counter()
+    if parties > 1:
+        ready = f"{lock_path}.ready"
+        os.makedirs(ready, exist_ok=True)
+        open(os.path.join(ready, f"{os.getpid()}-{time.time_ns()}"), "w").close()
+        while len(os.listdir(ready)) < parties and time.perf_counter() - start < barrier_timeout_s:
+            time.sleep(0.2)
+    seen_ready = len(os.listdir(f"{lock_path}.ready")) if parties > 1 else 1
+    with open(lock_path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        waited = time.perf_counter() - start
+        try:
+            for runner in runners:  # clocks and caches back up after another process's turn
+                for _ in range(rewarm):
+                    try:
+                        runner.call()
+                    except Exception:  # noqa: BLE001 - time_rounds reports a failing contender
+                        if not runner.may_fail:
+                            raise
+            yield waited, seen_ready
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def step_figures(rounds_times: Sequence[Sequence[float]], batch_size: int) -> dict[str, float]:
     """img_per_s and step_ms from the median step over all rounds, step_ms_min from the fastest."""
     flat = [t for round_times in rounds_times for t in round_times]
@@ -315,9 +356,10 @@ def _random_batch(method_config: ml_collections.ConfigDict, key, leading: tuple[
     return batch
 
 
-def _cost_flops(compiled) -> float | None:
+def _cost_flops(stage) -> float | None:
+    """XLA's FLOP count of a lowered or compiled computation, None if it has none."""
     try:
-        cost = compiled.cost_analysis()
+        cost = stage.cost_analysis()
     except Exception:  # noqa: BLE001 - some backends have no cost model
         return None
     if isinstance(cost, (list, tuple)):
@@ -388,7 +430,9 @@ def prepare_jax(
     lowered = jitted.lower(carry["state"], batch)
     compiled = lowered.compile()
     compile_s = time.perf_counter() - start
-    flops = _cost_flops(compiled)
+    # The lowered (platform-independent) module's count: XLA:GPU's compiled cost analysis
+    # gives the cuDNN convolution custom calls no FLOPs (H200 runs read ~40x too low).
+    flops = _cost_flops(lowered) or _cost_flops(compiled)
     if flops is not None and k > 1 and unroll:
         flops /= k  # an unrolled scan holds k steps; a rolled one is counted once by XLA
 
@@ -585,6 +629,9 @@ def benchmark_interleaved(
     hlo_summary_wanted: bool = False,
     flush_denormal: bool = True,
     threads: int | None = None,
+    device_lock: str | None = None,
+    device_lock_parties: int = 1,
+    device_lock_barrier_s: float = 600.0,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """JAX and the torch modes timed in alternation, so a shared machine's load drift cancels in the ratios.
 
@@ -595,7 +642,10 @@ def benchmark_interleaved(
     `_torch_result`'s and `torch_settings`' plus, per timed mode, `ratio_vs_torch_<mode>`:
     the median over rounds of JAX img/s / torch img/s from that round's median steps, and
     the per-round list `ratio_vs_torch_<mode>_rounds`). A torch mode that raises is reported with its
-    error and dropped from the rounds. Without `torch_modes` torch is not imported.
+    error and dropped from the rounds. Without `torch_modes` torch is not imported. With
+    `device_lock`, the rounds run under `exclusive_device` (`device_lock_wait_s` reported),
+    after `device_lock_parties` processes are ready (or `device_lock_barrier_s` passed;
+    `device_lock_ready` says how many were).
     """
     for mode in torch_modes:
         if mode not in TORCH_MODES:
@@ -607,8 +657,11 @@ def benchmark_interleaved(
                              unroll=unroll, donate=donate, seed=seed, hlo_summary_wanted=hlo_summary_wanted)
     if not torch_modes:
         n_rounds = min(rounds, steps)
-        times, _ = time_rounds([jax_runner], {jax_runner.name: steps}, n_rounds)
-        return {**_jax_result(jax_runner, times[jax_runner.name], batch_size), "rounds": n_rounds}, {}
+        with exclusive_device(device_lock, [jax_runner], parties=device_lock_parties,
+                              barrier_timeout_s=device_lock_barrier_s) as (waited, ready):
+            times, _ = time_rounds([jax_runner], {jax_runner.name: steps}, n_rounds)
+        return {**_jax_result(jax_runner, times[jax_runner.name], batch_size), "rounds": n_rounds,
+                "device_lock_wait_s": waited, "device_lock_ready": ready}, {}
 
     with torch_settings(torch_device, flush_denormal=flush_denormal, threads=threads) as settings:
         torch_out: dict[str, Any] = dict(settings)
@@ -620,8 +673,11 @@ def benchmark_interleaved(
                 torch_out.update(_torch_failed(mode, error_text(err)))
         n_rounds = min(rounds, steps, torch_steps)
         calls = {r.name: steps if r is jax_runner else torch_steps for r in runners}
-        times, errors = time_rounds(runners, calls, n_rounds)
-        jax_out = {**_jax_result(jax_runner, times[jax_runner.name], batch_size), "rounds": n_rounds}
+        with exclusive_device(device_lock, runners, parties=device_lock_parties,
+                              barrier_timeout_s=device_lock_barrier_s) as (waited, ready):
+            times, errors = time_rounds(runners, calls, n_rounds)
+        jax_out = {**_jax_result(jax_runner, times[jax_runner.name], batch_size), "rounds": n_rounds,
+                   "device_lock_wait_s": waited, "device_lock_ready": ready}
         for runner in runners[1:]:
             mode = runner.name[len("torch_"):]
             if runner.name in errors:
@@ -852,7 +908,8 @@ def markdown_row(result: Mapping[str, Any], notes: str = "") -> str:
         time.strftime("%Y-%m-%d"),
         f"{result.get('device')}" + (f" ({_cores(result)[:-2]})" if _cores(result) else ""),
         str(result["method"]),
-        f"{result.get('netG')} ngf{result.get('ngf')} / {result.get('netD')} ndf{result.get('ndf')}",
+        (f"{result.get('netG')} ngf{result.get('ngf')} / {result.get('netD')} ndf{result.get('ndf')}"
+         if result.get("netG") else "-"),
         str(result["batch_size"]),
         str(result["image_size"]),
         str(result["precision"]),

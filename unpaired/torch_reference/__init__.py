@@ -160,6 +160,9 @@ def _ufdn_step(config, device: str, dtype, compile: bool = False) -> StepFn:
     else:
         model = ref.UFDNFaceReference(nets["vae"], nets["D_feat"], nets["D_pix"], **kwargs)
     if compile:
+        # The gradient penalty differentiates D_pix's graph twice (create_graph=True), which
+        # AOTAutograd's donated backward buffers refuse; keep them off for this process.
+        torch._functorch.config.donated_buffer = False  # pylint: disable=protected-access
         for attr in ("vae", "d_feat", "d_pix", "d_digit"):
             if hasattr(model, attr):
                 setattr(model, attr, torch.compile(getattr(model, attr)))

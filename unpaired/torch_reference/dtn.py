@@ -252,7 +252,7 @@ class DTNReference:
 
     @staticmethod
     def _ce(logits: torch.Tensor, label: int) -> torch.Tensor:
-        target = torch.full((logits.shape[0],), label, dtype=torch.long)
+        target = torch.full((logits.shape[0],), label, dtype=torch.long, device=logits.device)
         return F.cross_entropy(logits, target)
 
     def generator_loss(self, s: torch.Tensor, t: torch.Tensor):

@@ -115,9 +115,11 @@ def _unit_step(config, device: str, dtype, compile: bool = False) -> StepFn:
         hp["vgg_w"] = config.vgg_w
         vgg = _torch_vgg(config.vgg_model_path).to(device)
     model = ref.UNITReference(nets, hp, vgg=vgg)
-    if compile:
-        for name in ("gen_a", "gen_b", "dis_a", "dis_b"):
-            setattr(model, name, torch.compile(getattr(model, name)))
+    if compile:  # the trainer calls encode/decode/calc_*_loss, never the wrappers' forward,
+        for gen in (model.gen_a, model.gen_b):  # so compile the modules those call
+            gen.enc, gen.dec = torch.compile(gen.enc), torch.compile(gen.dec)
+        for dis in (model.dis_a, model.dis_b):
+            dis.cnns = torch.nn.ModuleList([torch.compile(cnn) for cnn in dis.cnns])
 
     def step(real_A, real_B):
         with torch.autocast(device_type=device, dtype=dtype, enabled=autocast):

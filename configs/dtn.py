@@ -76,6 +76,7 @@ def get_config(preset: str = "digits") -> ml_collections.ConfigDict:
     c.beta1 = 0.9
     c.beta2 = 0.999
     c.adam_eps = 1e-8
+    c.lr_schedule = "constant"  # stage 1: "constant" (the reference) or "cosine" (to 0 at the end)
     c.batch_size = 100
     c.n_epochs = 10             # epochs at lr (the loop's plan; max_steps overrides)
     c.n_epochs_decay = 0        # DTN has no decay; the loop's generic key

@@ -110,3 +110,23 @@ def test_code_variant_trains_f_and_resumes_bit_for_bit(stage1, tmp_path):
     assert checkpoint.state_matches(jax.device_get(resumed), straight)
     rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
     assert {"D_src", "G_src", "const", "D_trg", "G_trg", "tid", "f_updated"} <= set(rows[0])
+
+
+def test_stage1_cosine_lr_schedule_decays_to_zero_and_bad_names_are_refused():
+    """lr_schedule='cosine' (the classifier presets) runs lr -> 0 over n_epochs x steps; the
+    default stays the reference's constant rate; an unknown schedule names its key."""
+    from unpaired.methods import dtn as dtn_method
+
+    config = dtn_config.get_config("digits_pretrain")
+    assert dtn_method._stage1_schedule(config, 5) == config.lr  # the reference's constant
+    config.lr_schedule, config.n_epochs = "cosine", 2
+    schedule = dtn_method._stage1_schedule(config, 5)
+    assert float(schedule(0)) == pytest.approx(config.lr)
+    assert float(schedule(5)) == pytest.approx(config.lr / 2)
+    assert float(schedule(10)) == pytest.approx(0.0, abs=1e-12)
+    method = methods.build(config, steps_per_epoch=5)
+    state = method.create_state(jax.random.PRNGKey(0))
+    assert float(state.opt_state["f"].hyperparams["learning_rate"]) == pytest.approx(config.lr)
+    config.lr_schedule = "linear"
+    with pytest.raises(config_validation.ConfigError, match="config.lr_schedule"):
+        methods.get_method_class("dtn_pretrain").validate_config(config)

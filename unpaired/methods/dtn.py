@@ -52,10 +52,29 @@ CODE_UPDATE_KEYS = ("d_src_updates", "g_src_updates", "d_trg_updates", "g_trg_up
 CODE_F_KEYS = ("f_interval", "f_interval_late", "f_interval_switch")
 
 
-def _adam(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """torch.optim.Adam(lr, (beta1, beta2), adam_eps) at a constant rate (the reference's)."""
+def _adam(config: ml_collections.ConfigDict,
+          learning_rate: float | optax.Schedule | None = None) -> optax.GradientTransformation:
+    """torch.optim.Adam(lr, (beta1, beta2), adam_eps), at a constant rate (the reference's)
+    unless a schedule is given."""
     return optax.inject_hyperparams(optax.adam)(
-        learning_rate=config.lr, b1=config.beta1, b2=config.beta2, eps=config.adam_eps)
+        learning_rate=config.lr if learning_rate is None else learning_rate,
+        b1=config.beta1, b2=config.beta2, eps=config.adam_eps)
+
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def _stage1_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int
+                     ) -> float | optax.Schedule:
+    """Stage 1's learning rate: constant (the reference's), or with config.lr_schedule='cosine'
+    decayed to 0 over n_epochs x steps_per_epoch (the classifier presets: late small steps
+    settle a network that fits its 6-7k training images long before the end)."""
+    kind = config.get("lr_schedule", "constant")
+    if kind not in LR_SCHEDULES:
+        raise ConfigError(f"config.lr_schedule={kind!r} must be one of {', '.join(LR_SCHEDULES)}")
+    if kind == "constant":
+        return config.lr
+    return optax.cosine_decay_schedule(config.lr, max(int(config.n_epochs) * int(steps_per_epoch), 1))
 
 
 def _validate_common(config: ml_collections.ConfigDict) -> None:
@@ -186,6 +205,7 @@ class DTNPretrain:
         _validate_common(config)
         if "augment_shift" in config and not 0 <= config.augment_shift < 16:
             raise ConfigError(f"config.augment_shift={config.augment_shift!r} must be in [0, 16) pixels")
+        _stage1_schedule(config, 1)  # an unknown lr_schedule is named here
 
     def __init__(self, config: ml_collections.ConfigDict, steps_per_epoch: int = 1):
         self.config = config
@@ -193,7 +213,7 @@ class DTNPretrain:
         self.modules = {"f": nets.ContentExtractor(config.nf, config.feature_dim,
                                                    config.num_classes, _dtype(config),
                                                    config.get("f_arch", "code"))}
-        self.tx = {"f": _adam(config)}
+        self.tx = {"f": _adam(config, _stage1_schedule(config, steps_per_epoch))}
 
     def init_variables(self, key: Array) -> dict[str, Any]:
         """Glorot-uniform f, with its classifier head."""

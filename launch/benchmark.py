@@ -18,6 +18,12 @@ per-round ratios, `ratio_vs_torch_<mode>_of_medians` that of the whole-run media
 it): `data_img_per_s` and `data_bound_ratio` (>1: the pipeline keeps up with the step).
 `launch/benchmark_gpu.sh` runs the four GPU target configurations.
 
+`--mode=translate` times inference instead: the method's eval-mode generator forward, as
+`launch/translate.py` runs it on one batch (default request, e.g. CycleGAN AtoB), against
+the reference generator's forward (`unpaired.translate_benchmark`); same rounds, table,
+JSON line (plus "mode") and markdown row (method cell `<method> translate`). A method
+without a translate path is one `error:` line naming it.
+
 GPU memory: JAX and PyTorch share the device in one process, so unless
 XLA_PYTHON_CLIENT_PREALLOCATE is already set this sets it to `false` before JAX starts
 (JAX would otherwise reserve 75% of the device and the torch side could run out of
@@ -41,6 +47,9 @@ from ml_collections import config_flags  # noqa: E402
 
 from unpaired import cli  # noqa: E402
 
+_MODE = flags.DEFINE_enum(
+    "mode", "train", ["train", "translate"],
+    "train: one training step; translate: the generator's inference forward (launch/translate.py).")
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Method config, e.g. configs/cyclegan.py:digits.", lock_config=True
 )
@@ -148,14 +157,21 @@ def main(argv):
         if torch_device is None:
             skipped = {f"torch_{m}_error": f"skipped: {reason}" for m in torch_modes}
             torch_modes = []
-    jax_result, torch_result = benchmark.benchmark_interleaved(
-        config, torch_modes=torch_modes, torch_device=torch_device or "cpu",
-        steps=_STEPS.value, torch_steps=_TORCH_STEPS.value, rounds=_ROUNDS.value,
-        warmup=_WARMUP.value, steps_per_dispatch=_SPD.value, unroll=_UNROLL.value,
-        donate=_DONATE.value, seed=_SEED.value, hlo_summary_wanted=_HLO.value,
-        flush_denormal=_TORCH_FTZ.value, threads=_CPU_THREADS.value, device_lock=_DEVICE_LOCK.value,
-        device_lock_parties=_DEVICE_LOCK_PARTIES.value, device_lock_barrier_s=_DEVICE_LOCK_BARRIER.value,
-    )
+    translate_mode = _MODE.value == "translate"
+    if translate_mode and (_SPD.value != 1 or _HLO.value):
+        raise app.UsageError("--mode=translate times one forward per call: --steps_per_dispatch and "
+                             "--dump_hlo_summary apply to --mode=train only")
+    if translate_mode:
+        jax_result, torch_result = _translate_rounds(config, torch_modes, torch_device)
+    else:
+        jax_result, torch_result = benchmark.benchmark_interleaved(
+            config, torch_modes=torch_modes, torch_device=torch_device or "cpu",
+            steps=_STEPS.value, torch_steps=_TORCH_STEPS.value, rounds=_ROUNDS.value,
+            warmup=_WARMUP.value, steps_per_dispatch=_SPD.value, unroll=_UNROLL.value,
+            donate=_DONATE.value, seed=_SEED.value, hlo_summary_wanted=_HLO.value,
+            flush_denormal=_TORCH_FTZ.value, threads=_CPU_THREADS.value, device_lock=_DEVICE_LOCK.value,
+            device_lock_parties=_DEVICE_LOCK_PARTIES.value, device_lock_barrier_s=_DEVICE_LOCK_BARRIER.value,
+        )
     torch_result.update(skipped)
     data_result = None
     if _DATA_RATE.value:
@@ -164,6 +180,7 @@ def main(argv):
         except Exception as err:  # noqa: BLE001 - e.g. the preset's dataset is absent here
             data_result = {"data_img_per_s": None, "data_rate_error": benchmark.error_text(err)}
     result = benchmark.compare(config, jax_result, torch_result, data_result)
+    result["mode"] = _MODE.value
     result["xla_flags"] = os.environ.get("XLA_FLAGS", "")
     result["xla_python_client_preallocate"] = os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE")
     result["cpus"] = cpus if cpus is not None else sorted(os.sched_getaffinity(0))
@@ -175,12 +192,33 @@ def main(argv):
         result["method_note"] = note
         print(f"note ({config.method}): {note}")
 
+    if translate_mode:
+        print(f"mode translate: eval-mode generator forward ({result.get('generator')}; "
+              f"request {result.get('request')}); 'step' = one forward of the batch")
     print(benchmark.format_table(result))
     if _APPEND.value:
-        benchmark.append_markdown_row(_APPEND.value, benchmark.markdown_row(result, _NOTES.value))
+        row_result = {**result, "method": f"{config.method} translate"} if translate_mode else result
+        benchmark.append_markdown_row(_APPEND.value, benchmark.markdown_row(row_result, _NOTES.value))
         print(f"appended a row to {_APPEND.value}")
     sys.stdout.flush()
     print(json.dumps(_finite(result), sort_keys=True, default=str), flush=True)
+
+
+def _translate_rounds(config, torch_modes, torch_device):
+    """--mode=translate: (jax, torch) figures of the generator forwards; a method without a
+    translate path (or a bad image size) is one `error:` line."""
+    from unpaired import translate_benchmark  # pylint: disable=import-outside-toplevel
+
+    try:
+        return translate_benchmark.benchmark_translate_interleaved(
+            config, torch_modes=torch_modes, torch_device=torch_device or "cpu",
+            steps=_STEPS.value, torch_steps=_TORCH_STEPS.value, rounds=_ROUNDS.value,
+            warmup=_WARMUP.value, seed=_SEED.value, flush_denormal=_TORCH_FTZ.value,
+            threads=_CPU_THREADS.value, device_lock=_DEVICE_LOCK.value,
+            device_lock_parties=_DEVICE_LOCK_PARTIES.value,
+            device_lock_barrier_s=_DEVICE_LOCK_BARRIER.value)
+    except translate_benchmark.TranslateBenchmarkError as err:
+        cli.fail(str(err))
 
 
 def _weak_scaling():

@@ -219,7 +219,26 @@ def conv2d(
     w_out = (x.shape[2] + 2 * pad[1] - kw) // stride[1] + 1
     if h_out < kh or w_out < kw:
         return _conv_small_output(x, kernel, stride, pad, precision)
+    if stride == (1, 1) and pad == (0, 0) and (kh > 1 or kw > 1) and jax.default_backend() == "cpu":
+        return _conv_unpadded_via_padded(x, kernel, precision)
     return _conv_xla(x, kernel, stride, pad, precision)
+
+
+def _conv_unpadded_via_padded(x: Array, kernel: Array, precision: Any) -> Array:
+    """A stride-1 conv without padding, run as the zero-padded ('same') conv cropped back.
+
+    Every kept output sums the same products (the border outputs are cut away, and so
+    are their cotangents); only the accumulation order may differ, by rounding. XLA:CPU
+    runs a conv that pads by itself about 3x faster than one on an input padded before it
+    (measured at 64x64x256: 23 against 65 GFLOP/s), and every reflect- or replicate-padded
+    conv of the generators is such a conv. CPU only: on GPU/TPU it would add FLOPs for
+    nothing (6% at 64 px, 3x3).
+    """
+    kh, kw = kernel.shape[:2]
+    ph, pw = kh // 2, kw // 2
+    h_out, w_out = x.shape[1] - kh + 1, x.shape[2] - kw + 1
+    y = _conv_xla(x, kernel, (1, 1), (ph, pw), precision)
+    return lax.slice(y, (0, ph, pw, 0), (y.shape[0], ph + h_out, pw + w_out, y.shape[3]))
 
 
 def _conv_transpose_direct(

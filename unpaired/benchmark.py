@@ -655,6 +655,33 @@ def benchmark_interleaved(
     batch_size = int(config.batch_size)
     jax_runner = prepare_jax(config, warmup=warmup, steps_per_dispatch=steps_per_dispatch,
                              unroll=unroll, donate=donate, seed=seed, hlo_summary_wanted=hlo_summary_wanted)
+    return time_against_torch(
+        jax_runner, lambda mode: prepare_torch(config, mode=mode, device=torch_device, warmup=warmup, seed=seed),
+        torch_modes=torch_modes, torch_device=torch_device, steps=steps, torch_steps=torch_steps,
+        rounds=rounds, batch_size=batch_size, flush_denormal=flush_denormal, threads=threads,
+        device_lock=device_lock, device_lock_parties=device_lock_parties,
+        device_lock_barrier_s=device_lock_barrier_s)
+
+
+def time_against_torch(
+    jax_runner: Runner,
+    prepare_torch_runner: Callable[[str], Runner],
+    *,
+    torch_modes: Sequence[str],
+    torch_device: str,
+    steps: int,
+    torch_steps: int,
+    rounds: int,
+    batch_size: int,
+    flush_denormal: bool,
+    threads: int | None,
+    device_lock: str | None,
+    device_lock_parties: int,
+    device_lock_barrier_s: float,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The rounds and figures both benchmarks share: a prepared JAX runner and one torch runner
+    per mode (`prepare_torch_runner(mode)`; one that raises is reported), timed in turn under
+    `exclusive_device`. Returns (JAX figures, torch figures with per-round ratios)."""
     if not torch_modes:
         n_rounds = min(rounds, steps)
         with exclusive_device(device_lock, [jax_runner], parties=device_lock_parties,
@@ -668,7 +695,7 @@ def benchmark_interleaved(
         runners = [jax_runner]
         for mode in torch_modes:
             try:
-                runners.append(prepare_torch(config, mode=mode, device=torch_device, warmup=warmup, seed=seed))
+                runners.append(prepare_torch_runner(mode))
             except Exception as err:  # noqa: BLE001 - report, do not crash the benchmark
                 torch_out.update(_torch_failed(mode, error_text(err)))
         n_rounds = min(rounds, steps, torch_steps)

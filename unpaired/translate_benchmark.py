@@ -21,8 +21,6 @@ numerics. A method without a `translate` raises `TranslateBenchmarkError` naming
 
 from __future__ import annotations
 
-import contextlib
-import statistics
 import time
 from typing import Any, Sequence
 
@@ -177,33 +175,11 @@ def benchmark_translate_interleaved(
     benchmark._check_counts(min(steps, torch_steps), warmup, 1, rounds)  # pylint: disable=protected-access
     batch_size = int(config.batch_size)
     jax_runner = prepare_jax_translate(config, warmup=warmup, seed=seed)
-    torch_out: dict[str, Any] = {}
-    runners = [jax_runner]
-    settings = (benchmark.torch_settings(torch_device, flush_denormal=flush_denormal, threads=threads)
-                if torch_modes else contextlib.nullcontext({}))
-    with settings as torch_settings:
-        torch_out.update(torch_settings)
-        for mode in torch_modes:
-            try:
-                runners.append(prepare_torch_translate(config, mode=mode, device=torch_device,
-                                                       warmup=warmup, seed=seed))
-            except Exception as err:  # noqa: BLE001 - report, do not crash the benchmark
-                torch_out.update(benchmark._torch_failed(mode, benchmark.error_text(err)))  # pylint: disable=protected-access
-        n_rounds = min(rounds, steps, torch_steps)
-        calls = {r.name: steps if r is jax_runner else torch_steps for r in runners}
-        with benchmark.exclusive_device(device_lock, runners, parties=device_lock_parties,
-                                        barrier_timeout_s=device_lock_barrier_s) as (waited, ready):
-            times, errors = benchmark.time_rounds(runners, calls, n_rounds)
-    jax_out = {**benchmark._jax_result(jax_runner, times[jax_runner.name], batch_size),  # pylint: disable=protected-access
-               "rounds": n_rounds, "device_lock_wait_s": waited, "device_lock_ready": ready}
-    for runner in runners[1:]:
-        mode = runner.name[len("torch_"):]
-        if runner.name in errors:
-            torch_out.update(benchmark._torch_failed(mode, errors[runner.name]))  # pylint: disable=protected-access
-            continue
-        torch_out.update(benchmark._torch_result(runner, times[runner.name], batch_size))  # pylint: disable=protected-access
-        per_round = benchmark.round_ratios(times[jax_runner.name], times[runner.name])
-        torch_out[f"ratio_vs_torch_{mode}"] = statistics.median(per_round)
-        torch_out[f"ratio_vs_torch_{mode}_rounds"] = per_round
-    return jax_out, torch_out
+    return benchmark.time_against_torch(
+        jax_runner,
+        lambda mode: prepare_torch_translate(config, mode=mode, device=torch_device, warmup=warmup, seed=seed),
+        torch_modes=torch_modes, torch_device=torch_device, steps=steps, torch_steps=torch_steps,
+        rounds=rounds, batch_size=batch_size, flush_denormal=flush_denormal, threads=threads,
+        device_lock=device_lock, device_lock_parties=device_lock_parties,
+        device_lock_barrier_s=device_lock_barrier_s)
 

@@ -129,16 +129,22 @@ def accuracy(predicted: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(predicted == labels))
 
 
+def classified_accuracy(fake: np.ndarray, labels: np.ndarray, classifier: Classifier,
+                        batch_size: int) -> float:
+    """The DTN protocol on translated images: classify `fake` with the target classifier."""
+    return accuracy(batched(classifier.predict, classifier_input(fake, classifier), batch_size), labels)
+
+
 def translation_accuracy(method: Any, state: Any, eval_data: EvalData, request: TranslationRequest,
                          images: np.ndarray, labels: np.ndarray, classifier: Classifier) -> float:
     """The DTN protocol: classify G(images) with the target classifier, score against `labels`."""
-    fake = classifier_input(translated(method, state, eval_data, request, images), classifier)
-    return accuracy(batched(classifier.predict, fake, eval_data.batch_size), labels)
+    fake = translated(method, state, eval_data, request, images)
+    return classified_accuracy(fake, labels, classifier, eval_data.batch_size)
 
 
-def classifier_distances(method: Any, state: Any, eval_data: EvalData, request: TranslationRequest,
-                         images: np.ndarray, real: np.ndarray, classifier: Classifier) -> dict[str, float]:
-    """{'kid'[, 'fid']} of G(images) against `real` in the classifier's features."""
+def classifier_distances(eval_data: EvalData, fake: np.ndarray, real: np.ndarray,
+                         classifier: Classifier) -> dict[str, float]:
+    """{'kid'[, 'fid']} of the translated images `fake` against `real` in the classifier's features."""
     from unpaired.eval import fid  # pylint: disable=import-outside-toplevel
 
     key = ("features", id(classifier))
@@ -147,7 +153,7 @@ def classifier_distances(method: Any, state: Any, eval_data: EvalData, request: 
     fn = eval_data._jitted[key]
     feats = lambda x: batched(lambda b: fn(classifier.state.params, classifier.state.model_state, b),
                               classifier_input(x, classifier), eval_data.batch_size)
-    fa = feats(translated(method, state, eval_data, request, images)).astype(np.float64)
+    fa = feats(fake).astype(np.float64)
     fb = feats(real).astype(np.float64)
     size = min(len(fa), len(fb), 1000)
     out = {"kid": fid.kernel_inception_distance(fa, fb, 100, size)["kid_mean"]}
@@ -180,25 +186,25 @@ def evaluate(method: Any, state: Any, config: ml_collections.ConfigDict, eval_da
     requests = {(s, t): r for s, t, r in eval_data.directions}
     for (s, t), request in requests.items():
         clf = eval_data.classifiers.get(t)
-        if clf is not None and s in eval_data.test:
-            ts = eval_data.test[s]
-            out[f"translation_accuracy/{s}_to_{t}"] = translation_accuracy(
-                method, state, eval_data, request, ts.images, ts.labels, clf)
+        back = requests.get((t, s))
+        # G(s test) once per direction: its accuracy, distances and cycle all read it.
+        there = None
+        if s in eval_data.test and (clf is not None or back is not None):
+            there = translated(method, state, eval_data, request, eval_data.test[s].images)
+        if clf is not None and there is not None:
+            out[f"translation_accuracy/{s}_to_{t}"] = classified_accuracy(
+                there, eval_data.test[s].labels, clf, eval_data.batch_size)
         if clf is not None and s in eval_data.holdout:
             hs = eval_data.holdout[s]
             out[f"translation_accuracy_holdout/{s}_to_{t}"] = translation_accuracy(
                 method, state, eval_data, request, hs.images, hs.labels, clf)
-        if (clf is not None and s in eval_data.test and t in eval_data.test
+        if (clf is not None and there is not None and t in eval_data.test
                 and hasattr(clf.method, "features")):
-            distances = classifier_distances(method, state, eval_data, request,
-                                             eval_data.test[s].images, eval_data.test[t].images, clf)
+            distances = classifier_distances(eval_data, there, eval_data.test[t].images, clf)
             out.update({f"classifier_{k}/{s}_to_{t}": v for k, v in distances.items()})
-        back = requests.get((t, s))
-        if back is not None and s in eval_data.test:
-            x = eval_data.test[s].images
-            there = translated(method, state, eval_data, request, x)
+        if back is not None and there is not None:
             again = translated(method, state, eval_data, back, there)
-            out[f"cycle_l1/{s}_to_{t}"] = float(np.mean(np.abs(again - x)))
+            out[f"cycle_l1/{s}_to_{t}"] = float(np.mean(np.abs(again - eval_data.test[s].images)))
     if hasattr(method, "digit_accuracy"):
         for d, ts in eval_data.test.items():
             if d not in eval_data.labelled and ts.labels is not None:

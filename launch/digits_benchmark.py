@@ -2,6 +2,8 @@ r"""MNIST <-> USPS for every available method; writes docs/results.md beside the
 
     python -m launch.digits_benchmark                       # all methods, 3 seeds (hours on a GPU)
     python -m launch.digits_benchmark --methods=ufdn,cyclegan --seeds=3 --steps=20000
+    python -m launch.digits_benchmark --networks=small --steps=1000 --method_steps=cyclegan=600 \
+        --eval_every=250 --pixel_da_steps=300  # what a 2-core CPU runs in about 2 hours
 
 Trains a target-domain classifier per target, then each method x direction x seed (a
 finished run is reused, so re-running resumes), selects each run's checkpoint by the
@@ -23,11 +25,20 @@ _METHODS = flags.DEFINE_list("methods", list(_D.methods), f"Of {', '.join(bench.
 _DIRECTIONS = flags.DEFINE_list("directions", list(_D.directions), "mnist2usps and/or usps2mnist.")
 _SEEDS = flags.DEFINE_integer("seeds", _D.seeds, "Seeds per method and direction (0..n-1).")
 _STEPS = flags.DEFINE_integer("steps", _D.steps, "Training steps per run.")
+_METHOD_STEPS = flags.DEFINE_string("method_steps", _D.method_steps,
+                                    "Per-method training lengths, e.g. cyclegan=600 (others: --steps).")
 _CLASSIFIER_STEPS = flags.DEFINE_integer("classifier_steps", _D.classifier_steps,
-                                         "Steps of each target classifier (and DTN's f).")
+                                         "Steps of each domain's classifier (the judge, and DTN's f); "
+                                         "0: configs/classifier.py's epochs.")
 _EVAL_EVERY = flags.DEFINE_integer("eval_every", _D.eval_every, "Evaluate (and select) every k steps.")
 _HOLDOUT = flags.DEFINE_integer("holdout", _D.holdout, "Training images per domain held out for selection.")
-_TEST_SIZE = flags.DEFINE_integer("test_size", _D.test_size, "First N test images per domain (0: all).")
+_TEST_SIZE = flags.DEFINE_integer("test_size", _D.test_size,
+                                   "First N test images per domain in the final numbers (0: all).")
+_CURVE_TEST_SIZE = flags.DEFINE_integer("curve_test_size", _D.curve_test_size,
+                                        "First N test images per domain in the evaluations during "
+                                        "training (the curves; 0: as --test_size).")
+_NETWORKS = flags.DEFINE_enum("networks", _D.networks, list(bench.NETWORKS),
+                              "preset: the presets' widths; small: narrower CycleGAN and UFDN for a CPU.")
 _PIXEL_DA_STEPS = flags.DEFINE_integer("pixel_da_steps", _D.pixel_da_steps,
                                        "Pixel-level DA classifier steps (0: off).")
 _PIXEL_DA_SIZE = flags.DEFINE_integer("pixel_da_size", _D.pixel_da_size,
@@ -46,8 +57,9 @@ def main(argv: list[str]) -> None:
     settings = bench.Settings(
         data_root=_DATA_ROOT.value, workroot=_WORKROOT.value, output=_OUTPUT.value,
         methods=tuple(_METHODS.value), directions=tuple(_DIRECTIONS.value), seeds=_SEEDS.value,
-        steps=_STEPS.value, classifier_steps=_CLASSIFIER_STEPS.value, eval_every=_EVAL_EVERY.value,
-        holdout=_HOLDOUT.value, test_size=_TEST_SIZE.value, pixel_da_steps=_PIXEL_DA_STEPS.value,
+        steps=_STEPS.value, method_steps=_METHOD_STEPS.value, classifier_steps=_CLASSIFIER_STEPS.value, eval_every=_EVAL_EVERY.value,
+        holdout=_HOLDOUT.value, test_size=_TEST_SIZE.value,
+        curve_test_size=_CURVE_TEST_SIZE.value, networks=_NETWORKS.value, pixel_da_steps=_PIXEL_DA_STEPS.value,
         pixel_da_size=_PIXEL_DA_SIZE.value, tiny=_TINY.value)
     try:
         results = bench.run_benchmark(settings)

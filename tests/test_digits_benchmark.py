@@ -39,6 +39,7 @@ def test_digits_benchmark_runs_end_to_end(tmp_path):
     row = next(line for line in text.splitlines() if line.startswith("| cyclegan | mnist2usps |"))
     result = json.load(open(tmp_path / "runs" / "cyclegan_mnist2usps_seed0" / "result.json"))
     assert f"{result['translation_accuracy']:.3f}" in row and f"{result['pixel_da_accuracy']:.3f}" in row
+    assert row.endswith("| 1 | 2 (tiny) |"), row
     assert "| CoGAN (paper only) | mnist2usps | — | — | — | 0.957 |" in text
     for phrase in ("6,112", "Model selection", "never used to select", "16 training images per domain",
                    "2 steps per run", "1 seed(s)"):
@@ -52,16 +53,21 @@ def test_digits_benchmark_runs_end_to_end(tmp_path):
 
 
 @pytest.mark.skipif(not os.path.isdir(DATA), reason=f"real digit data not found at {DATA}")
-@pytest.mark.parametrize("tiny", [False, True])
-def test_every_method_config_validates(tiny, tmp_path):
+@pytest.mark.parametrize("networks,tiny", [("preset", False), ("small", False), ("preset", True)])
+def test_every_method_config_validates(networks, tiny, tmp_path):
     from unpaired import config_validation
     from unpaired.eval import digits_benchmark as bench
 
     clf = tmp_path / "clf"
     (clf / "checkpoints").mkdir(parents=True)
-    settings = bench.Settings(data_root=DATA, tiny=tiny)
+    settings = bench.Settings(data_root=DATA, tiny=tiny, networks=networks,
+                              method_steps="cyclegan=7", steps=11, curve_test_size=300)
     for direction, (src, tgt) in bench.DIRECTIONS.items():
-        config_validation.validate(bench.classifier_config(settings, tgt))
+        judge = bench.classifier_config(settings, tgt)
+        config_validation.validate(judge)
+        # The judge is also DTN's f: trained without the held-out images the selection reads.
+        assert judge.data.holdout == settings.holdout and judge.eval_every == 0
+        assert judge.max_steps == -1 and judge.n_epochs == 20 and judge.lr_schedule == "cosine"
         for method in bench.METHODS:
             config, names = bench.method_config(settings, method, direction, 0, {tgt: str(clf)})
             if method == "dtn":
@@ -69,5 +75,26 @@ def test_every_method_config_validates(tiny, tmp_path):
             config_validation.validate(config)
             assert sorted(names.values()) == sorted((src, tgt)), method
             assert config.data.holdout == settings.holdout and config.eval_every == settings.eval_every
+            assert config.max_steps == (7 if method == "cyclegan" else 11), method
+            assert config.eval.test_size == 300, method  # the curves; the final numbers use test_size
             judged = [d for d, n in names.items() if n == tgt]
             assert config.eval.classifiers == f"{judged[0]}={clf}", method
+    small = dict(networks="small", data_root=DATA)
+    if networks == "small" and not tiny:
+        assert bench.method_config(bench.Settings(**small), "cyclegan", "mnist2usps", 0, {})[0].ngf == 16
+        assert bench.method_config(bench.Settings(**small), "dtn", "mnist2usps", 0, {})[0].ngf == 32
+        assert len(bench.method_config(bench.Settings(**small), "ufdn", "mnist2usps", 0, {})[0].D_feat) == 2
+
+
+def test_method_steps_and_bad_flags_are_named():
+    from unpaired.eval import digits_benchmark as bench
+
+    s = bench.Settings(steps=100, method_steps="cyclegan=60, dtn=5")
+    assert [bench.steps_of(s, m) for m in bench.METHODS] == [60, 100, 100, 5]
+    for bad in ("cyclegan", "gan=3", "unit=0", "unit=x"):
+        with pytest.raises(ValueError, match="--method_steps"):
+            bench.steps_of(bench.Settings(method_steps=bad), "unit")
+    with pytest.raises(ValueError, match="--networks"):
+        bench.method_config(bench.Settings(networks="huge"), "unit", "mnist2usps", 0, {})
+    with pytest.raises(ValueError, match="--method_steps"):
+        bench.run_benchmark(bench.Settings(data_root=DATA, method_steps="unit=-1", workroot="/nonexistent"))

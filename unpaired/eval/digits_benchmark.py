@@ -1,11 +1,14 @@
 """MNIST <-> USPS for every available method, beside the papers' numbers (`launch/digits_benchmark.py`).
 
 Protocol, per direction (source -> target) and seed:
-1. a digit classifier (dtn_pretrain's f) per target domain, trained on that domain's
-   labelled training images (the translation-accuracy judge);
+1. a digit classifier per domain (`configs/classifier.py`, dtn_pretrain's f) trained on that
+   domain's labelled training images minus its `holdout`: the judge of translations into
+   the domain, and DTN's f when the domain is DTN's source (one f per source, shared by
+   the seeds);
 2. the method trained `steps` steps on the source and target training images, minus
-   `holdout` per domain, evaluated every `eval_every` steps; the checkpoint kept is the
-   best by the source held-out accuracy (never a target test number);
+   `holdout` per domain, evaluated every `eval_every` steps (the curves: the first
+   `curve_test_size` test images); the checkpoint kept is the best by the source held-out
+   accuracy (never a target test number);
 3. that checkpoint's translation accuracy (source test set translated, classified by the
    target classifier), its own DA accuracy where it has a latent classifier (UFDN's
    `digit_accuracy`), and the pixel-level DA accuracy (a fresh classifier trained on the
@@ -30,6 +33,7 @@ from unpaired.eval import plot
 
 DIRECTIONS = {"mnist2usps": ("mnist", "usps"), "usps2mnist": ("usps", "mnist")}
 METHODS = ("cyclegan", "unit", "ufdn", "dtn")
+NETWORKS = ("preset", "small")  # the presets' widths, or narrower ones a 2-core CPU trains in minutes
 # Reported DA accuracy (MNIST->USPS, USPS->MNIST), from the issue text: CoGAN (Liu & Tuzel
 # 2016), UNIT (Liu et al. 2017, Table 2), UFDN (Liu et al. 2018, Table 3; USPS->MNIST 0.93-0.94).
 PAPERS = {"cogan": {"mnist2usps": "0.957", "usps2mnist": "0.932"},
@@ -49,12 +53,15 @@ class Settings:
     directions: tuple[str, ...] = tuple(DIRECTIONS)
     seeds: int = 3
     steps: int = 10000
-    classifier_steps: int = 3000
+    method_steps: str = ""  # "cyclegan=600,...": a method's own training length (else `steps`)
+    classifier_steps: int = 0  # 0: the classifier preset's epochs (configs/classifier.py)
     eval_every: int = 1000
     holdout: int = 500
-    test_size: int = 0
+    test_size: int = 0  # the final numbers: 0 = whole test sets
+    curve_test_size: int = 2000  # the evaluations during training (curves): first N test images
     pixel_da_steps: int = 3000
     pixel_da_size: int = 0
+    networks: str = "preset"
     tiny: bool = False  # tiny widths: for the test suite only
 
 
@@ -83,20 +90,41 @@ def _run_keys(c: ml_collections.ConfigDict, s: Settings, seed: int, steps: int) 
     c.checkpoint_every = max(1, min(s.eval_every, steps))
     c.keep_checkpoints = 1
     c.eval_every = s.eval_every
-    c.eval.test_size = s.test_size
+    c.eval.test_size = _curve_size(s)
     c.eval.pixel_da_size = s.pixel_da_size
     if s.tiny:
         c.eval.batch_size = 16
         c.eval.pixel_da_nf, c.eval.pixel_da_batch = 2, 8
 
 
+def steps_of(s: Settings, method: str) -> int:
+    """The training length of `method`: its --method_steps entry, else --steps."""
+    table = {}
+    for part in filter(None, (p.strip() for p in s.method_steps.split(","))):
+        name, sep, value = part.partition("=")
+        if not sep or name.strip() not in METHODS or not value.strip().isdigit() or int(value) < 1:
+            raise ValueError(f"--method_steps={s.method_steps!r}: expected method=steps entries "
+                             f"(methods {', '.join(METHODS)}, steps >= 1); bad entry {part!r}")
+        table[name.strip()] = int(value)
+    return table.get(method, s.steps)
+
+
+def _curve_size(s: Settings) -> int:
+    """Test images per evaluation during training: the first curve_test_size (never more than test_size)."""
+    sizes = [n for n in (s.test_size, s.curve_test_size) if n > 0]
+    return min(sizes) if sizes else 0
+
+
 def classifier_config(s: Settings, domain: str) -> ml_collections.ConfigDict:
-    """dtn_pretrain's f on `domain`'s labelled training images (the judge of its translations)."""
-    c = _load_config("dtn", "mnist2usps_pretrain")
+    """configs/classifier.py's `domain` preset on its training images minus the held-out ones:
+    the judge of translations into `domain`, and DTN's f when `domain` is DTN's source."""
+    c = _load_config("classifier", domain)
     c.data = _digits_data(s, domain, "usps" if domain == "mnist" else "mnist")
-    c.data.holdout = 0
+    c.data.idx_B = ""
     c.source_domain, c.target_domain = "A", "B"
-    _run_keys(c, s, 0, s.classifier_steps)
+    _run_keys(c, s, 0, s.classifier_steps if s.classifier_steps > 0 else 1000)
+    if s.classifier_steps <= 0:  # the preset's epochs decide
+        c.max_steps, c.log_every, c.sample_every, c.checkpoint_every = -1, 50, 1000, 1000
     c.eval_every = 0
     if s.tiny:
         c.nf, c.feature_dim, c.batch_size = 4, 8, 8
@@ -107,10 +135,16 @@ def method_config(s: Settings, method: str, direction: str, seed: int, classifie
                   ) -> tuple[ml_collections.ConfigDict, dict[str, str]]:
     """(config, {config domain: dataset}) of one run; eval.classifiers judge translations into a domain."""
     src, tgt = DIRECTIONS[direction]
+    if s.networks not in NETWORKS:
+        raise ValueError(f"--networks={s.networks!r}: expected one of {', '.join(NETWORKS)}")
+    small = s.networks == "small"
     if method == "cyclegan":
         c = _load_config("cyclegan", "mnist2usps")
         c.data = _digits_data(s, src, tgt)
         names = {"A": src, "B": tgt}
+        if small:  # the digits preset's networks: resnet_6blocks ngf 16, basic D ndf 16, batch 8
+            c.ngf = c.ndf = 16
+            c.batch_size = 8
         if s.tiny:
             c.ngf = c.ndf = 2
             c.batch_size, c.pool_size = 2, 2
@@ -126,10 +160,13 @@ def method_config(s: Settings, method: str, direction: str, seed: int, classifie
         c.data = _digits_data(s, src, tgt)
         c.source_domain, c.target_domain = "A", "B"
         names = {"A": src, "B": tgt}
+        if small:  # g's decoder and D at 32 wide (the reference: 128), batch 32 (100); f stays
+            c.ngf = c.ndf = 32
+            c.batch_size = 32
         if s.tiny:
             c.nf, c.feature_dim, c.ngf, c.ndf, c.batch_size = 4, 8, 4, 4, 4
     elif method == "ufdn":
-        c = _load_config("ufdn", "uda")
+        c = _load_config("ufdn", "uda_small" if small else "uda")
         c.data = _digits_data(s, src, tgt)
         c.data.domains = f"{src},{tgt}"  # the labelled source first
         c.data.idx = f"{src}={idx_paths(s.data_root, src)},{tgt}={idx_paths(s.data_root, tgt)}"
@@ -147,7 +184,7 @@ def method_config(s: Settings, method: str, direction: str, seed: int, classifie
             c.batch_size = 2
     else:
         raise ValueError(f"--methods: {method!r} is not one of {', '.join(METHODS)}")
-    _run_keys(c, s, seed, s.steps)
+    _run_keys(c, s, seed, steps_of(s, method))
     c.eval.classifiers = ",".join(f"{d}={classifiers[n]}" for d, n in names.items() if n in classifiers)
     return c, names
 
@@ -176,21 +213,13 @@ def run_one(s: Settings, method: str, direction: str, seed: int, classifiers: di
         with open(done, encoding="utf-8") as f:
             return json.load(f)
     config, names = method_config(s, method, direction, seed, classifiers)
-    if method == "dtn":  # stage 1: f on the labelled source, then stage 2 from it
-        f_dir = workdir + "_f"
-        if not os.path.exists(os.path.join(f_dir, "accuracy.json")):
-            f_config = _load_config("dtn", "mnist2usps_pretrain")
-            for key in ("nf", "feature_dim", "batch_size", "data", "source_domain", "target_domain"):
-                f_config[key] = config[key]
-            _run_keys(f_config, s, seed, s.classifier_steps)
-            f_config.eval_every = 0
-            f_config.data.holdout = s.holdout
-            _train(f_config, f_dir)
-        config.init_from = f_dir
+    if method == "dtn":  # stage 1 is the source's classifier (trained without its held-out images)
+        config.init_from = classifiers[DIRECTIONS[direction][0]]
     _train(config, workdir)
     selected = os.path.join(workdir, "best")
     model = report.load_model(selected if os.path.isdir(selected) else workdir)
     model.config.eval.classifiers = config.eval.classifiers
+    model.config.eval.test_size = s.test_size  # the final numbers: the whole test sets by default
     data = run.load_eval_data(model.method, model.config)
     metrics = run.evaluate(model.method, model.state, model.config, data)
     src = next(d for d, n in names.items() if n == DIRECTIONS[direction][0])
@@ -201,6 +230,7 @@ def run_one(s: Settings, method: str, direction: str, seed: int, classifiers: di
             model.method, model.state, model.config, src, tgt, request, steps=s.pixel_da_steps,
             seed=seed)
     result = {"method": method, "direction": direction, "seed": seed, "step": int(model.state.step),
+              "steps": steps_of(s, method), "networks": "tiny" if s.tiny else s.networks,
               "workdir": workdir, "src": src, "tgt": tgt, "metrics": metrics,
               "translation_accuracy": metrics.get(f"translation_accuracy/{src}_to_{tgt}"),
               "da_accuracy": metrics.get(f"da_accuracy/{tgt}"),
@@ -217,6 +247,12 @@ def _mean_spread(values: list[float | None]) -> str:
     if len(vals) == 1:
         return f"{vals[0]:.3f} (1 seed)"
     return f"{np.mean(vals):.3f} ± {np.std(vals, ddof=1):.3f}"
+
+
+def _runs_length(rs: list[dict[str, Any]]) -> str:
+    """'10000 (preset)': the training length and networks of a row's runs (each distinct one)."""
+    kinds = sorted({f"{r.get('steps', '?')} ({r.get('networks', '?')})" for r in rs})
+    return ", ".join(kinds)
 
 
 def figures(s: Settings, results: list[dict[str, Any]], folder: str) -> dict[str, list[str]]:
@@ -265,10 +301,12 @@ def write_results(s: Settings, results: list[dict[str, Any]], classifier_acc: di
     rel = os.path.relpath(figure_dir, os.path.dirname(os.path.abspath(s.output)))
     lines = ["# Results: MNIST <-> USPS", "",
              "Made by `python -m launch.digits_benchmark` "
-             f"(--methods={','.join(s.methods)} --seeds={s.seeds} --steps={s.steps}"
+             f"(--methods={','.join(s.methods)} --seeds={s.seeds} --steps={s.steps} "
+             + (f"--method_steps={s.method_steps} " if s.method_steps else "") +
+             f"--networks={s.networks} --eval_every={s.eval_every} --pixel_da_steps={s.pixel_da_steps}"
              f"{' --tiny' if s.tiny else ''}).", "",
-             "| method | direction | translation acc. (DTN protocol) | latent DA acc. | pixel-level DA acc. | paper (DA) | seeds |",
-             "|---|---|---|---|---|---|---|"]
+             "| method | direction | translation acc. (DTN protocol) | latent DA acc. | pixel-level DA acc. | paper (DA) | seeds | steps (networks) |",
+             "|---|---|---|---|---|---|---|---|"]
     for method in tuple(s.methods) + ("cogan",):
         for direction in s.directions:
             rs = [r for r in results if r["method"] == method and r["direction"] == direction]
@@ -276,11 +314,12 @@ def write_results(s: Settings, results: list[dict[str, Any]], classifier_acc: di
             if not rs and method != "cogan":
                 continue
             if method == "cogan":
-                lines.append(f"| CoGAN (paper only) | {direction} | — | — | — | {paper} | — |")
+                lines.append(f"| CoGAN (paper only) | {direction} | — | — | — | {paper} | — | — |")
                 continue
             lines.append(f"| {method} | {direction} | {_mean_spread([r['translation_accuracy'] for r in rs])} | "
                          f"{_mean_spread([r['da_accuracy'] for r in rs])} | "
-                         f"{_mean_spread([r['pixel_da_accuracy'] for r in rs])} | {paper} | {len(rs)} |")
+                         f"{_mean_spread([r['pixel_da_accuracy'] for r in rs])} | {paper} | {len(rs)} | "
+                         f"{_runs_length(rs)} |")
     lines += ["", "Mean ± sample standard deviation over seeds 0..n-1 of the checkpoint selected by "
               "the source held-out accuracy.", "",
               "## Protocol", "",
@@ -289,17 +328,27 @@ def write_results(s: Settings, results: list[dict[str, Any]], classifier_acc: di
               "train / 2,007 test. All images resized to 32x32, grey (UFDN: grey repeated to RGB).",
               f"- Held out for model selection: {s.holdout} training images per domain (a fixed "
               "subset, `unpaired.data.holdout`), never trained on.",
-              f"- Training: {s.steps} steps per run, evaluated every {s.eval_every} steps; "
-              f"{s.seeds} seed(s). Networks: the presets named in `unpaired/eval/digits_benchmark.py`"
-              f"{' shrunk to tiny widths (a smoke run, not a result)' if s.tiny else ''}.",
+              f"- Training: {s.steps} steps per run"
+              + (f" ({s.method_steps})" if s.method_steps else "") + " (a reused run keeps its own length: the "
+              "table's last column), evaluated every "
+              f"{s.eval_every} steps on the first {_curve_size(s) or 'all'} test images per domain "
+              f"(the curves) and the held-out images; {s.seeds} seed(s). Networks "
+              f"(--networks={s.networks}): the presets named in `unpaired/eval/digits_benchmark.py`"
+              + (" shrunk to tiny widths (a smoke run, not a result)" if s.tiny else
+                 "; `small`: CycleGAN at ngf/ndf 16 and batch 8, UFDN's uda_small (z 64) instead "
+                 "of the official uda widths, DTN's g and D at 32 wide and batch 32" if s.networks == "small" else "") + ".",
               "- **Model selection**: the step with the best source held-out accuracy "
               "(UFDN: its latent classifier on held-out source images; the others: translation "
               "accuracy of held-out source images judged by the target classifier). The target "
               "test set is never used to select.",
               "- Translation accuracy (DTN protocol): the source test set translated to the target "
-              "domain, classified by a target-domain classifier (dtn_pretrain's f, "
-              f"{s.classifier_steps} steps on the target's labelled training set), scored against "
-              "the source labels. Classifier test accuracy: "
+              "domain, classified by a target-domain classifier (`configs/classifier.py`, "
+              + (f"{s.classifier_steps} steps" if s.classifier_steps > 0 else "its preset's epochs")
+              + " on the target's labelled training set minus its held-out images), scored "
+              "against the source labels, on "
+              + (f"the first {s.test_size} test images" if s.test_size > 0 else "the whole test sets")
+              + ". DTN's f is the source domain's classifier (one per source, shared by the "
+              "seeds). Classifier test accuracy: "
               + (", ".join(f"{d} {a:.4f}" for d, a in sorted(classifier_acc.items())) or "—") + ".",
               "- Latent DA accuracy: the method's own classifier on its shared latent (UFDN's "
               "D_digit on mu), on the target test set.",
@@ -328,17 +377,24 @@ def run_benchmark(s: Settings) -> list[dict[str, Any]]:
     bad = [d for d in s.directions if d not in DIRECTIONS]
     if bad:
         raise ValueError(f"--directions: unknown {bad}; expected {', '.join(DIRECTIONS)}")
+    if s.networks not in NETWORKS:
+        raise ValueError(f"--networks={s.networks!r}: expected one of {', '.join(NETWORKS)}")
+    for m in s.methods:
+        steps_of(s, m)  # a bad --method_steps fails before any training
     for domain in ("mnist", "usps"):
         if not os.path.exists(idx_paths(s.data_root, domain)):
             raise ValueError(f"--data_root={s.data_root!r} has no {domain}/train-images-idx3-ubyte.gz")
-    targets = sorted({DIRECTIONS[d][1] for d in s.directions})
-    classifiers = {d: train_classifier(s, d) for d in targets}
+    domains = {DIRECTIONS[d][1] for d in s.directions}  # judges of translations into a domain
+    if "dtn" in s.methods:
+        domains |= {DIRECTIONS[d][0] for d in s.directions}  # DTN's f on its source
+    classifiers = {d: train_classifier(s, d) for d in sorted(domains)}
     accuracy = {}
     for d, w in classifiers.items():
         with open(os.path.join(w, "accuracy.json"), encoding="utf-8") as f:
             accuracy[d] = json.load(f)["accuracy"]
+    # Seed by seed: an interrupted benchmark has every method's seed 0 first.
     results = [run_one(s, m, d, seed, classifiers)
-               for m in s.methods for d in s.directions for seed in range(s.seeds)]
+               for seed in range(s.seeds) for m in s.methods for d in s.directions]
     figure_dir = os.path.join(os.path.dirname(os.path.abspath(s.output)), "results_figures")
     figs = figures(s, results, figure_dir)
     write_results(s, results, accuracy, figs, figure_dir)

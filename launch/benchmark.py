@@ -24,6 +24,12 @@ the reference generator's forward (`unpaired.translate_benchmark`); same rounds,
 JSON line (plus "mode") and markdown row (method cell `<method> translate`). A method
 without a translate path is one `error:` line naming it.
 
+`--mode=max_size` answers "how large an image fits": per remat setting (both, where the
+config has `remat`), the largest square `--size_multiple` multiple whose training step fits
+the device's memory (or `--memory_gib`), from XLA's memory analysis of the compiled step
+(`unpaired.memory_probe`); on a GPU/TPU that size is then run for real, stepping down on
+out-of-memory. JAX only; its last line is JSON too.
+
 GPU memory: JAX and PyTorch share the device in one process, so unless
 XLA_PYTHON_CLIENT_PREALLOCATE is already set this sets it to `false` before JAX starts
 (JAX would otherwise reserve 75% of the device and the torch side could run out of
@@ -48,8 +54,9 @@ from ml_collections import config_flags  # noqa: E402
 from unpaired import cli  # noqa: E402
 
 _MODE = flags.DEFINE_enum(
-    "mode", "train", ["train", "translate"],
-    "train: one training step; translate: the generator's inference forward (launch/translate.py).")
+    "mode", "train", ["train", "translate", "max_size"],
+    "train: one training step; translate: the generator's inference forward (launch/translate.py); "
+    "max_size: the largest square image whose training step fits the memory, with and without remat.")
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Method config, e.g. configs/cyclegan.py:digits.", lock_config=True
 )
@@ -101,6 +108,11 @@ _DEVICE_LOCK_PARTIES = flags.DEFINE_integer(
 _DEVICE_LOCK_BARRIER = flags.DEFINE_float(
     "device_lock_barrier_s", 600.0, "With --device_lock_parties: wait at most this long for the others.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed for the initial state and random inputs.")
+_MEMORY_GIB = flags.DEFINE_float(
+    "memory_gib", None, "--mode=max_size: the memory budget in GiB (default: the device's "
+    "bytes_limit; required on CPU).")
+_SIZE_MULTIPLE = flags.DEFINE_integer(
+    "size_multiple", 64, "--mode=max_size: image sizes searched in multiples of this.")
 _DATA_RATE = flags.DEFINE_bool(
     "data_rate", False,
     "Also time the config's input pipeline alone (make_loader + prefetch_to_device, as in "
@@ -132,6 +144,8 @@ def main(argv):
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_XLA_FLAGS.value}".strip()
     if _DEVICES.value:
         return _weak_scaling()
+    if _MODE.value == "max_size":
+        return _max_size()
     # On GPU, leave room for PyTorch in the same process (a user's setting wins).
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
@@ -219,6 +233,47 @@ def _translate_rounds(config, torch_modes, torch_device):
             device_lock_barrier_s=_DEVICE_LOCK_BARRIER.value)
     except translate_benchmark.TranslateBenchmarkError as err:
         cli.fail(str(err))
+
+
+def _max_size():
+    """--mode=max_size: per remat setting, the largest image size the step fits (unpaired.memory_probe)."""
+    import jax  # pylint: disable=import-outside-toplevel
+
+    from unpaired import benchmark, memory_probe  # pylint: disable=import-outside-toplevel
+
+    if _SIZE_MULTIPLE.value < 1:
+        raise app.UsageError(f"--size_multiple must be >= 1, got {_SIZE_MULTIPLE.value}")
+    device = jax.devices()[0]
+    limit = (device.memory_stats() or {}).get("bytes_limit") if device.platform != "cpu" else None
+    if _MEMORY_GIB.value is not None:
+        if _MEMORY_GIB.value <= 0:
+            raise app.UsageError(f"--memory_gib must be > 0, got {_MEMORY_GIB.value}")
+        limit = int(_MEMORY_GIB.value * 2 ** 30)
+    if not limit:
+        raise app.UsageError(f"--mode=max_size on {device.platform} needs --memory_gib (the device "
+                             "reports no memory limit)")
+    config = benchmark.resolve_config(_CONFIG.value, _BATCH.value, _IMAGE.value, _PRECISION.value)
+    settings = (False, True) if "remat" in config else (None,)
+    rows = []
+    for remat in settings:
+        c = benchmark.resolve_config(config)
+        if remat is not None:
+            c.remat = remat
+        found = memory_probe.largest_size(c, limit, multiple=_SIZE_MULTIPLE.value)
+        row = {"remat": remat, "size": found["size"],
+               "predicted_bytes": found["memory"].total_bytes if found["memory"] else None,
+               "probes": {m.size: m.total_bytes for m in found["probes"]}}
+        if device.platform != "cpu" and found["size"]:
+            row.update(memory_probe.confirm_on_device(c, found["size"], _SIZE_MULTIPLE.value))
+        rows.append(row)
+        ran = f", ran {row['ran_size']} (peak {row['peak_memory_bytes']} B)" if "ran_size" in row else ""
+        print(f"remat={remat}: largest {row['size']}x{row['size']} at batch {c.batch_size} "
+              f"({row['predicted_bytes']} B predicted of {limit}){ran}", flush=True)
+    print(json.dumps(_finite({
+        "mode": "max_size", "method": config.method, "batch_size": config.batch_size,
+        "precision": benchmark.precision_of(config), "device": device.device_kind,
+        "platform": device.platform, "budget_bytes": limit, "size_multiple": _SIZE_MULTIPLE.value,
+        "versions": benchmark.versions(), "rows": rows}), sort_keys=True, default=str), flush=True)
 
 
 def _weak_scaling():

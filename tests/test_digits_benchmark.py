@@ -45,7 +45,7 @@ def test_digits_benchmark_runs_end_to_end(tmp_path):
                    "2 steps per run", "1 seed(s)"):
         assert phrase in text, phrase
     best = json.load(open(tmp_path / "runs" / "cyclegan_mnist2usps_seed0" / "best.json"))
-    assert best["select"] == "mean(translation_accuracy_holdout/*)" and result["step"] == best["step"]
+    assert best["select"] == "translation_accuracy_holdout/A_to_B" and result["step"] == best["step"]
     for name in ("translations_cyclegan_mnist2usps.png", "accuracy_over_steps_mnist2usps.png"):
         assert f"](results_figures/{name})" in text
         with Image.open(tmp_path / "results_figures" / name) as img:
@@ -79,6 +79,10 @@ def test_every_method_config_validates(networks, tiny, tmp_path):
             assert config.eval.test_size == 300, method  # the curves; the final numbers use test_size
             judged = [d for d, n in names.items() if n == tgt]
             assert config.eval.classifiers == f"{judged[0]}={clf}", method
+            # Selection reads the source's held-out labels only, never the target's.
+            from_src = [d for d, n in names.items() if n == src][0]
+            assert config.eval.select == ({"ufdn": f"da_accuracy_holdout/{from_src}"}.get(
+                method, f"translation_accuracy_holdout/{from_src}_to_{judged[0]}")), method
     small = dict(networks="small", data_root=DATA)
     if networks == "small" and not tiny:
         assert bench.method_config(bench.Settings(**small), "cyclegan", "mnist2usps", 0, {})[0].ngf == 16

@@ -186,6 +186,12 @@ def method_config(s: Settings, method: str, direction: str, seed: int, classifie
         raise ValueError(f"--methods: {method!r} is not one of {', '.join(METHODS)}")
     _run_keys(c, s, seed, steps_of(s, method))
     c.eval.classifiers = ",".join(f"{d}={classifiers[n]}" for d, n in names.items() if n in classifiers)
+    # Select on the source's held-out labels only: the reverse direction's accuracy reads the
+    # target's labels, which domain adaptation does not have (it is reported, never selects).
+    src_key = next(d for d, n in names.items() if n == src)
+    tgt_key = next(d for d, n in names.items() if n == tgt)
+    c.eval.select = (f"da_accuracy_holdout/{src_key}" if method == "ufdn"
+                     else f"translation_accuracy_holdout/{src_key}_to_{tgt_key}")
     return c, names
 
 
@@ -339,8 +345,9 @@ def write_results(s: Settings, results: list[dict[str, Any]], classifier_acc: di
                  "of the official uda widths, DTN's g and D at 32 wide and batch 32" if s.networks == "small" else "") + ".",
               "- **Model selection**: the step with the best source held-out accuracy "
               "(UFDN: its latent classifier on held-out source images; the others: translation "
-              "accuracy of held-out source images judged by the target classifier). The target "
-              "test set is never used to select.",
+              "accuracy of held-out source images judged by the target classifier). No target "
+              "label is used to select: neither the target test set nor the target's held-out "
+              "images (the reverse direction's accuracy is reported, never selected on).",
               "- Translation accuracy (DTN protocol): the source test set translated to the target "
               "domain, classified by a target-domain classifier (`configs/classifier.py`, "
               + (f"{s.classifier_steps} steps" if s.classifier_steps > 0 else "its preset's epochs")

@@ -81,8 +81,8 @@ def test_every_method_config_validates(networks, tiny, tmp_path):
             assert config.eval.classifiers == f"{judged[0]}={clf}", method
             # Selection reads the source's held-out labels only, never the target's.
             from_src = [d for d, n in names.items() if n == src][0]
-            assert config.eval.select == ({"ufdn": f"da_accuracy_holdout/{from_src}"}.get(
-                method, f"translation_accuracy_holdout/{from_src}_to_{judged[0]}")), method
+            assert config.eval.select == (f"da_accuracy_holdout/{from_src}" if method in ("ufdn", "unit_da")
+                                          else f"translation_accuracy_holdout/{from_src}_to_{judged[0]}"), method
     small = dict(networks="small", data_root=DATA)
     if networks == "small" and not tiny:
         assert bench.method_config(bench.Settings(**small), "cyclegan", "mnist2usps", 0, {})[0].ngf == 16
@@ -94,7 +94,7 @@ def test_method_steps_and_bad_flags_are_named():
     from unpaired.eval import digits_benchmark as bench
 
     s = bench.Settings(steps=100, method_steps="cyclegan=60, dtn=5")
-    assert [bench.steps_of(s, m) for m in bench.METHODS] == [60, 100, 100, 5]
+    assert [bench.steps_of(s, m) for m in bench.METHODS] == [60, 100, 100, 100, 5]
     for bad in ("cyclegan", "gan=3", "unit=0", "unit=x"):
         with pytest.raises(ValueError, match="--method_steps"):
             bench.steps_of(bench.Settings(method_steps=bad), "unit")

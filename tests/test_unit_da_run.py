@@ -154,3 +154,23 @@ def test_presets_validate_and_bad_values_name_the_key():
             config.data.load_size = config.data.image_size = 28
         with pytest.raises(config_validation.ConfigError, match=message.replace(".", r"\.")):
             config_validation.validate(config)
+
+
+def test_digit_accuracy_reads_each_domain_through_its_own_first_d_layers():
+    """The eval seam passes the images' domain: UNIT's source held-out images (model selection)
+    go through D's source layers, the target test images through the target's."""
+    from unpaired.eval import run
+    from unpaired.eval.sets import EvalSet
+
+    method = methods.build(tiny_config())
+    state = method.create_state(jax.random.key(0))
+    x = np.random.RandomState(2).uniform(-1, 1, (24, 32, 32, 1)).astype(np.float32)
+    by_a = np.asarray(method.classify(state.params["dis"], x, "A")).argmax(1)
+    by_b = np.asarray(method.classify(state.params["dis"], x, "B")).argmax(1)
+    assert (by_a != by_b).any()  # the two domains' first layers disagree at random weights
+    eval_data = run.EvalData({}, {}, {}, [], ("A",), 16)
+    labelled_a = EvalSet("A", "holdout", x, by_a.astype(np.int32))
+    assert run.digit_accuracy(method, state, eval_data, labelled_a, "A") == 1.0
+    assert run.digit_accuracy(method, state, eval_data, labelled_a, "B") == float(np.mean(by_a == by_b))
+    # The default (no domain) stays the target's, as the reference's test-set evaluation.
+    assert float(method.digit_accuracy(state.params, state.model_state, x, by_b)) == 1.0

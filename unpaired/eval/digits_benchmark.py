@@ -32,14 +32,16 @@ from unpaired.data.config import data_config
 from unpaired.eval import plot
 
 DIRECTIONS = {"mnist2usps": ("mnist", "usps"), "usps2mnist": ("usps", "mnist")}
-METHODS = ("cyclegan", "unit", "ufdn", "dtn")
+METHODS = ("cyclegan", "unit", "unit_da", "ufdn", "dtn")
 NETWORKS = ("preset", "small")  # the presets' widths, or narrower ones a 2-core CPU trains in minutes
 # Reported DA accuracy (MNIST->USPS, USPS->MNIST), from the issue text: CoGAN (Liu & Tuzel
-# 2016), UNIT (Liu et al. 2017, Table 2), UFDN (Liu et al. 2018, Table 3; USPS->MNIST 0.93-0.94).
+# 2016), UNIT (Liu et al. 2017, Table 2: its DA model, our unit_da), UFDN (Liu et al. 2018,
+# Table 3; USPS->MNIST 0.93-0.94).
 PAPERS = {"cogan": {"mnist2usps": "0.957", "usps2mnist": "0.932"},
-          "unit": {"mnist2usps": "0.960", "usps2mnist": "0.936"},
+          "unit_da": {"mnist2usps": "0.960", "usps2mnist": "0.936"},
           "ufdn": {"mnist2usps": "0.971", "usps2mnist": "0.93-0.94"},
-          "cyclegan": {}, "dtn": {}}
+          "cyclegan": {}, "unit": {}, "dtn": {}}
+LATENT_DA = ("unit_da", "ufdn")  # methods with their own classifier (digit_accuracy): select on it
 
 
 @dataclasses.dataclass
@@ -155,6 +157,16 @@ def method_config(s: Settings, method: str, direction: str, seed: int, classifie
         if s.tiny:
             c.gen_dim = c.dis_dim = 2
             c.batch_size = 2
+    elif method == "unit_da":
+        c = _load_config("unit", direction)  # the DA model: CoVAE32x32 + CoDis32x32 (version_02)
+        c.data = _digits_data(s, src, tgt)
+        names = {"A": src, "B": tgt}
+        if small:  # base widths 32 (the reference: gen 96, dis 64), batch 32 per domain (64)
+            c.gen_ch = c.dis_ch = 32
+            c.batch_size = 32
+        if s.tiny:
+            c.gen_ch = c.dis_ch = 4
+            c.batch_size = 4
     elif method == "dtn":
         c = _load_config("dtn", "mnist2usps")
         c.data = _digits_data(s, src, tgt)
@@ -190,7 +202,7 @@ def method_config(s: Settings, method: str, direction: str, seed: int, classifie
     # target's labels, which domain adaptation does not have (it is reported, never selects).
     src_key = next(d for d, n in names.items() if n == src)
     tgt_key = next(d for d, n in names.items() if n == tgt)
-    c.eval.select = (f"da_accuracy_holdout/{src_key}" if method == "ufdn"
+    c.eval.select = (f"da_accuracy_holdout/{src_key}" if method in LATENT_DA
                      else f"translation_accuracy_holdout/{src_key}_to_{tgt_key}")
     return c, names
 
@@ -272,7 +284,7 @@ def figures(s: Settings, results: list[dict[str, Any]], folder: str) -> dict[str
         rows = []
         path = os.path.join(r["workdir"], "metrics.jsonl")
         key = f"eval/translation_accuracy/{r['src']}_to_{r['tgt']}"
-        if r["method"] == "ufdn":
+        if r["method"] in LATENT_DA:
             key = f"eval/da_accuracy/{r['tgt']}"
         if os.path.exists(path):
             with open(path, encoding="utf-8") as f:
@@ -295,7 +307,8 @@ def figures(s: Settings, results: list[dict[str, Any]], folder: str) -> dict[str
         out["translations"].append(name)
     for direction, series in curves.items():
         name = f"accuracy_over_steps_{direction}.png"
-        chart = plot.line_chart(series, f"{direction}: target test accuracy (translation; UFDN: latent DA) vs step, seed 0")
+        chart = plot.line_chart(series, f"{direction}: target test accuracy (translation; "
+                                f"{', '.join(LATENT_DA)}: own classifier) vs step, seed 0")
         logs.save_png(chart, os.path.join(folder, name))
         out["curves"].append(name)
     return out
@@ -344,7 +357,7 @@ def write_results(s: Settings, results: list[dict[str, Any]], classifier_acc: di
                  "; `small`: CycleGAN at ngf/ndf 16 and batch 8, UFDN's uda_small (z 64) instead "
                  "of the official uda widths, DTN's g and D at 32 wide and batch 32" if s.networks == "small" else "") + ".",
               "- **Model selection**: the step with the best source held-out accuracy "
-              "(UFDN: its latent classifier on held-out source images; the others: translation "
+              "(UNIT DA and UFDN: their own classifier on held-out source images; the others: translation "
               "accuracy of held-out source images judged by the target classifier). No target "
               "label is used to select: neither the target test set nor the target's held-out "
               "images (the reverse direction's accuracy is reported, never selected on).",
@@ -357,8 +370,8 @@ def write_results(s: Settings, results: list[dict[str, Any]], classifier_acc: di
               + ". DTN's f is the source domain's classifier (one per source, shared by the "
               "seeds). Classifier test accuracy: "
               + (", ".join(f"{d} {a:.4f}" for d, a in sorted(classifier_acc.items())) or "—") + ".",
-              "- Latent DA accuracy: the method's own classifier on its shared latent (UFDN's "
-              "D_digit on mu), on the target test set.",
+              "- Latent DA accuracy: the method's own classifier (UFDN's D_digit on the shared "
+              "latent mu; UNIT DA's classifier head on the shared D trunk), on the target test set.",
               f"- Pixel-level DA: a fresh classifier ({s.pixel_da_steps} steps) trained on the "
               "translated labelled source training images, tested on the real target test set.",
               "- Paper numbers are domain-adaptation accuracies as reported (issue 13); papers "

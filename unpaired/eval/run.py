@@ -13,9 +13,10 @@ optional hooks, never from its name:
   in the classifier's penultimate features (`unpaired.eval.fid`; comparable only between
   runs scored with the same classifier);
 * `translate` both ways: `cycle_l1/<s>_to_<t>`, mean |x - G_ts(G_st(x))| on s's test set;
-* `digit_accuracy(params, model_state, images, labels)` (a classifier on the shared latent,
-  UFDN's/UNIT's domain adaptation): `da_accuracy/<t>` on each unlabelled domain's test set
-  and `da_accuracy_holdout/<s>` on the labelled (source) domain's held-out images.
+* `digit_accuracy(params, model_state, images, labels, domain)` (a classifier on the shared
+  latent, UFDN's/UNIT's domain adaptation; `domain` names the images' domain, for UNIT's
+  per-domain first D layers): `da_accuracy/<t>` on each unlabelled domain's test set and
+  `da_accuracy_holdout/<s>` on the labelled (source) domain's held-out images.
 
 A direction s -> t exists when `method.resolve_request(TranslationRequest(target=t))`
 accepts it (two-domain methods: A<->B; UFDN: every pair; DTN: source -> target only).
@@ -162,11 +163,12 @@ def classifier_distances(eval_data: EvalData, fake: np.ndarray, real: np.ndarray
     return out
 
 
-def digit_accuracy(method: Any, state: Any, eval_data: EvalData, eval_set: EvalSet) -> float:
-    """The method's own `digit_accuracy` over a whole set (padding labelled -1, never counted)."""
-    key = ("digit_accuracy",)
+def digit_accuracy(method: Any, state: Any, eval_data: EvalData, eval_set: EvalSet, domain: str) -> float:
+    """The method's own `digit_accuracy` over a whole set of `domain` (padding labelled -1, never counted)."""
+    key = ("digit_accuracy", domain)
     if key not in eval_data._jitted:
-        eval_data._jitted[key] = jax.jit(lambda p, ms, x, y: method.digit_accuracy(p, ms, x, y) * x.shape[0])
+        eval_data._jitted[key] = jax.jit(
+            lambda p, ms, x, y: method.digit_accuracy(p, ms, x, y, domain=domain) * x.shape[0])
     fn, b = eval_data._jitted[key], eval_data.batch_size
     correct = 0.0
     for start in range(0, len(eval_set.images), b):
@@ -208,11 +210,11 @@ def evaluate(method: Any, state: Any, config: ml_collections.ConfigDict, eval_da
     if hasattr(method, "digit_accuracy"):
         for d, ts in eval_data.test.items():
             if d not in eval_data.labelled and ts.labels is not None:
-                out[f"da_accuracy/{d}"] = digit_accuracy(method, state, eval_data, ts)
+                out[f"da_accuracy/{d}"] = digit_accuracy(method, state, eval_data, ts, d)
         for d in eval_data.labelled:
             if d in eval_data.holdout:
                 out[f"da_accuracy_holdout/{d}"] = digit_accuracy(method, state, eval_data,
-                                                                 eval_data.holdout[d])
+                                                                 eval_data.holdout[d], d)
     return out
 
 

@@ -624,11 +624,13 @@ class UFDN:
         return (out[0] if train and stats else out)[0]
 
     def digit_accuracy(self, params: Mapping[str, Any], model_state: Mapping[str, Any],
-                       images: Array, labels: Array) -> Array:
+                       images: Array, labels: Array, domain: str | None = None) -> Array:
         """Fraction of `images` whose argmax D_digit(mu) equals `labels` (eval mode, uda).
 
-        As train_uda.py evaluates: running BatchNorm statistics, z = mu, no inversion.
+        As train_uda.py evaluates: running BatchNorm statistics, z = mu, no inversion. The
+        encoder is shared, so the images' `domain` changes nothing.
         """
+        del domain
         stats = model_state.get("vae")
         variables = {"params": params["vae"], **({"batch_stats": stats} if stats else {})}
         mu = self.modules["vae"].apply(variables, images, train=False, mode="encode")

@@ -253,11 +253,12 @@ class UNITDA:
 
     # ----------------------------------------------------------------- evaluation
     def digit_accuracy(self, params: Mapping[str, Any], model_state: Mapping[str, Any],
-                       images: Array, labels: Array) -> Array:
-        """Fraction of target `images` whose argmax `classify_b` logit equals `labels` (eval mode:
+                       images: Array, labels: Array, domain: str | None = None) -> Array:
+        """Fraction of `images` of `domain` (default the target B) whose argmax classifier logit,
+        through that domain's first D layers and the shared trunk, equals `labels` (eval mode:
         no dropout), as the reference's test-set evaluation; `model_state` is unused (D has no BN)."""
         del model_state
-        logits = self.classify(params["dis"], images, TARGET)
+        logits = self.classify(params["dis"], images, TARGET if domain is None else domain)
         return jnp.mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32))
 
     def after_training(self, state: TrainState, workdir: str) -> dict[str, Any]:

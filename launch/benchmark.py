@@ -108,6 +108,11 @@ _DEVICE_LOCK_PARTIES = flags.DEFINE_integer(
 _DEVICE_LOCK_BARRIER = flags.DEFINE_float(
     "device_lock_barrier_s", 600.0, "With --device_lock_parties: wait at most this long for the others.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed for the initial state and random inputs.")
+_PROFILE_DIR = flags.DEFINE_string(
+    "profile_dir", None, "After the timed rounds, trace --profile_steps calls of JAX (jax.profiler; "
+    "summarised per op and category in jax_ops.txt/.json) and of each torch mode (torch.profiler "
+    "op table) into this folder (E2 of performance.md).")
+_PROFILE_STEPS = flags.DEFINE_integer("profile_steps", 5, "Calls traced per contender with --profile_dir.")
 _MEMORY_GIB = flags.DEFINE_float(
     "memory_gib", None, "--mode=max_size: the memory budget in GiB (default: the device's "
     "bytes_limit; required on CPU).")
@@ -172,9 +177,9 @@ def main(argv):
             skipped = {f"torch_{m}_error": f"skipped: {reason}" for m in torch_modes}
             torch_modes = []
     translate_mode = _MODE.value == "translate"
-    if translate_mode and (_SPD.value != 1 or _HLO.value):
-        raise app.UsageError("--mode=translate times one forward per call: --steps_per_dispatch and "
-                             "--dump_hlo_summary apply to --mode=train only")
+    if translate_mode and (_SPD.value != 1 or _HLO.value or _PROFILE_DIR.value):
+        raise app.UsageError("--mode=translate times one forward per call: --steps_per_dispatch, "
+                             "--dump_hlo_summary and --profile_dir apply to --mode=train only")
     if translate_mode:
         jax_result, torch_result = _translate_rounds(config, torch_modes, torch_device)
     else:
@@ -185,6 +190,7 @@ def main(argv):
             donate=_DONATE.value, seed=_SEED.value, hlo_summary_wanted=_HLO.value,
             flush_denormal=_TORCH_FTZ.value, threads=_CPU_THREADS.value, device_lock=_DEVICE_LOCK.value,
             device_lock_parties=_DEVICE_LOCK_PARTIES.value, device_lock_barrier_s=_DEVICE_LOCK_BARRIER.value,
+            profile_dir=_PROFILE_DIR.value, profile_steps=_PROFILE_STEPS.value,
         )
     torch_result.update(skipped)
     data_result = None
@@ -210,6 +216,9 @@ def main(argv):
         print(f"mode translate: eval-mode generator forward ({result.get('generator')}; "
               f"request {result.get('request')}); 'step' = one forward of the batch")
     print(benchmark.format_table(result))
+    if result.get("profile"):
+        with open(result["profile"]["jax"]["files"][1], encoding="utf-8") as f:
+            print(f"JAX profile ({_PROFILE_DIR.value}):\n{f.read()}", end="")
     if _APPEND.value:
         row_result = {**result, "method": f"{config.method} translate"} if translate_mode else result
         benchmark.append_markdown_row(_APPEND.value, benchmark.markdown_row(row_result, _NOTES.value))

@@ -76,13 +76,14 @@ def test_launch_benchmark_smoke(tmp_path):
     assert len(rows) == 3 and "smoke" in rows[-1] and "| 2 | 32 | fp32 |" in rows[-1]
 
 
-def test_launch_benchmark_dtn_digits(tmp_path):
-    """DTN's stage-2 step beside its torch reference step: 2 timed steps, narrow nets."""
+def test_launch_benchmark_dtn_digits_with_profiles(tmp_path):
+    """DTN's stage-2 step beside its torch reference step: 2 timed steps, narrow nets, then
+    2 traced calls of each (--profile_dir): the JAX op summary and the torch op table."""
     cmd = [
         sys.executable, "-m", "launch.benchmark", "--config=configs/dtn.py:digits",
         "--batch_size=2", "--precision=fp32", "--config.nf=4", "--config.feature_dim=8",
         "--config.ngf=4", "--config.ndf=4", "--steps=2", "--rounds=1", "--warmup=1",
-        "--torch=eager",
+        "--torch=eager", f"--profile_dir={tmp_path / 'profile'}", "--profile_steps=2",
     ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -92,6 +93,25 @@ def test_launch_benchmark_dtn_digits(tmp_path):
         assert _positive(result[key]), (key, result[key])
     assert result["timed_steps"] == result["torch_eager_timed_steps"] == 2
     assert "random" in result["method_note"] and "random" in proc.stdout
+    profile = result["profile"]
+    assert _positive(profile["jax"]["op_ms_per_step"]) and "JAX profile" in proc.stdout
+    assert sum(profile["jax"]["ms_per_step_by_category"].values()) == pytest.approx(
+        profile["jax"]["op_ms_per_step"])
+    summary = json.load(open(tmp_path / "profile" / "jax_ops.json"))
+    assert summary["steps"] == 2 and summary["top"][0]["ms_per_step"] >= summary["top"][-1]["ms_per_step"]
+    table = open(profile["torch_eager"]["files"][0]).read()
+    assert "torch_eager: 2 call(s)" in table and "aten::" in table  # torch's own op names
+
+
+def test_profile_categories():
+    from unpaired import profile_summary
+
+    assert profile_summary.category("custom-call.3", "__cudnn$convBackwardFilter") == "convolution"
+    assert profile_summary.category("input_reduce_fusion.2") == "reduce"
+    assert profile_summary.category("loop_pad_fusion") == "pad/concat"
+    assert profile_summary.category("copy.7") == "layout (copy/transpose)"
+    assert profile_summary.category("loop_multiply_fusion.1") == "elementwise fusion"
+    assert profile_summary.category("all-reduce.1") == "collective"
 
 
 def test_imports_without_torch():

@@ -632,6 +632,8 @@ def benchmark_interleaved(
     device_lock: str | None = None,
     device_lock_parties: int = 1,
     device_lock_barrier_s: float = 600.0,
+    profile_dir: str | None = None,
+    profile_steps: int = 5,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """JAX and the torch modes timed in alternation, so a shared machine's load drift cancels in the ratios.
 
@@ -660,7 +662,7 @@ def benchmark_interleaved(
         torch_modes=torch_modes, torch_device=torch_device, steps=steps, torch_steps=torch_steps,
         rounds=rounds, batch_size=batch_size, flush_denormal=flush_denormal, threads=threads,
         device_lock=device_lock, device_lock_parties=device_lock_parties,
-        device_lock_barrier_s=device_lock_barrier_s)
+        device_lock_barrier_s=device_lock_barrier_s, profile_dir=profile_dir, profile_steps=profile_steps)
 
 
 def time_against_torch(
@@ -678,17 +680,24 @@ def time_against_torch(
     device_lock: str | None,
     device_lock_parties: int,
     device_lock_barrier_s: float,
+    profile_dir: str | None = None,
+    profile_steps: int = 5,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The rounds and figures both benchmarks share: a prepared JAX runner and one torch runner
     per mode (`prepare_torch_runner(mode)`; one that raises is reported), timed in turn under
-    `exclusive_device`. Returns (JAX figures, torch figures with per-round ratios)."""
+    `exclusive_device`. Returns (JAX figures, torch figures with per-round ratios). With
+    `profile_dir`, `profile_steps` calls of each are then traced (`profile_runners`), still
+    holding the device, and the JAX figures get a `profile` summary."""
     if not torch_modes:
         n_rounds = min(rounds, steps)
         with exclusive_device(device_lock, [jax_runner], parties=device_lock_parties,
                               barrier_timeout_s=device_lock_barrier_s) as (waited, ready):
             times, _ = time_rounds([jax_runner], {jax_runner.name: steps}, n_rounds)
-        return {**_jax_result(jax_runner, times[jax_runner.name], batch_size), "rounds": n_rounds,
-                "device_lock_wait_s": waited, "device_lock_ready": ready}, {}
+            profile = profile_runners([jax_runner], profile_dir, profile_steps, torch_device) \
+                if profile_dir else None
+        out = {**_jax_result(jax_runner, times[jax_runner.name], batch_size), "rounds": n_rounds,
+               "device_lock_wait_s": waited, "device_lock_ready": ready}
+        return ({**out, "profile": profile} if profile else out), {}
 
     with torch_settings(torch_device, flush_denormal=flush_denormal, threads=threads) as settings:
         torch_out: dict[str, Any] = dict(settings)
@@ -703,8 +712,12 @@ def time_against_torch(
         with exclusive_device(device_lock, runners, parties=device_lock_parties,
                               barrier_timeout_s=device_lock_barrier_s) as (waited, ready):
             times, errors = time_rounds(runners, calls, n_rounds)
+            profile = profile_runners([r for r in runners if r.name not in errors], profile_dir,
+                                      profile_steps, torch_device) if profile_dir else None
         jax_out = {**_jax_result(jax_runner, times[jax_runner.name], batch_size), "rounds": n_rounds,
                    "device_lock_wait_s": waited, "device_lock_ready": ready}
+        if profile:
+            jax_out["profile"] = profile
         for runner in runners[1:]:
             mode = runner.name[len("torch_"):]
             if runner.name in errors:
@@ -715,6 +728,62 @@ def time_against_torch(
             torch_out[f"ratio_vs_torch_{mode}"] = statistics.median(per_round)
             torch_out[f"ratio_vs_torch_{mode}_rounds"] = per_round
     return jax_out, torch_out
+
+
+# --------------------------------------------------------------------------- profiles
+
+
+def profile_runners(runners: Sequence[Runner], directory: str, steps: int, torch_device: str
+                    ) -> dict[str, Any]:
+    """Traces `steps` calls of each runner into `directory` (E2 of performance.md): JAX under
+    `jax.profiler.trace` (jax_trace/, summarised to jax_ops.json and .txt by
+    `unpaired.profile_summary`), a torch mode under `torch.profiler` (its op table,
+    <name>_ops.txt). Returns {'jax': the per-category summary, '<name>': its files}."""
+    import jax
+
+    from unpaired import profile_summary
+
+    if steps < 1:
+        raise ValueError(f"profile steps must be >= 1, got {steps}")
+    os.makedirs(directory, exist_ok=True)
+    out: dict[str, Any] = {}
+    for runner in runners:
+        if runner.name == "jax":
+            trace_dir = os.path.join(directory, "jax_trace")
+            with jax.profiler.trace(trace_dir):
+                for _ in range(steps):
+                    runner.call()
+            summary = profile_summary.summarize(profile_summary.find_trace(trace_dir),
+                                                steps * runner.steps_per_call, top=40)
+            files = profile_summary.write(summary, directory)
+            out["jax"] = {k: summary[k] for k in ("source", "op_ms_per_step", "ms_per_step_by_category")}
+            out["jax"]["files"] = files
+        else:
+            out[runner.name] = {"files": [_profile_torch(runner, directory, steps, torch_device)]}
+    return out
+
+
+def _profile_torch(runner: Runner, directory: str, steps: int, torch_device: str) -> str:
+    """`steps` calls under torch.profiler; the op table sorted by self device time, as a file."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = torch_device.startswith("cuda")
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            runner.call()
+    averages = prof.key_averages()
+    table = None
+    for key in (("self_device_time_total", "self_cuda_time_total") if cuda else ("self_cpu_time_total",)):
+        try:
+            table = averages.table(sort_by=key, row_limit=40)
+            break
+        except (KeyError, AttributeError, ValueError):
+            continue
+    path = os.path.join(directory, f"{runner.name}_ops.txt")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(f"{runner.name}: {steps} call(s) of {runner.steps_per_call} step(s)\n{table}\n")
+    return path
 
 
 # --------------------------------------------------------------------------- input pipeline

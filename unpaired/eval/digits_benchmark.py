@@ -8,11 +8,12 @@ Protocol, per direction (source -> target) and seed:
 2. the method trained `steps` steps on the source and target training images, minus
    `holdout` per domain, evaluated every `eval_every` steps (the curves: the first
    `curve_test_size` test images); the checkpoint kept is the best by the source held-out
-   accuracy (never a target test number);
+   accuracy (no target label is read to select);
 3. that checkpoint's translation accuracy (source test set translated, classified by the
-   target classifier), its own DA accuracy where it has a latent classifier (UFDN's
-   `digit_accuracy`), and the pixel-level DA accuracy (a fresh classifier trained on the
-   translated labelled source training images, tested on the real target test set).
+   target classifier), its own DA accuracy where it has its own classifier
+   (`digit_accuracy`: UNIT DA's head on the shared D trunk, UFDN's on the shared latent),
+   and the pixel-level DA accuracy (a fresh classifier trained on the translated labelled
+   source training images, tested on the real target test set).
 Runs live under `workroot`; a finished run (its result.json) is reused, so the command resumes.
 """
 

@@ -46,6 +46,9 @@ _PIXEL_DA_SIZE = flags.DEFINE_integer("pixel_da_size", _D.pixel_da_size,
 _DATA_ROOT = flags.DEFINE_string("data_root", _D.data_root, "Folder with mnist/ and usps/ IDX files.")
 _WORKROOT = flags.DEFINE_string("workroot", _D.workroot, "Where the runs go.")
 _OUTPUT = flags.DEFINE_string("output", _D.output, "The results file (figures go beside it).")
+_REPORT_ONLY = flags.DEFINE_bool(
+    "report_only", False, "Write --output from the runs already finished under --workroot (each "
+    "row counts its seeds); train nothing. For a benchmark stopped part way.")
 _TINY = flags.DEFINE_bool("tiny", False, "Tiny network widths: a smoke run for the test suite.")
 
 
@@ -60,7 +63,7 @@ def main(argv: list[str]) -> None:
         steps=_STEPS.value, method_steps=_METHOD_STEPS.value, classifier_steps=_CLASSIFIER_STEPS.value, eval_every=_EVAL_EVERY.value,
         holdout=_HOLDOUT.value, test_size=_TEST_SIZE.value,
         curve_test_size=_CURVE_TEST_SIZE.value, networks=_NETWORKS.value, pixel_da_steps=_PIXEL_DA_STEPS.value,
-        pixel_da_size=_PIXEL_DA_SIZE.value, tiny=_TINY.value)
+        pixel_da_size=_PIXEL_DA_SIZE.value, report_only=_REPORT_ONLY.value, tiny=_TINY.value)
     try:
         results = bench.run_benchmark(settings)
     except ValueError as err:

@@ -41,7 +41,7 @@ def test_digits_benchmark_runs_end_to_end(tmp_path):
     assert f"{result['translation_accuracy']:.3f}" in row and f"{result['pixel_da_accuracy']:.3f}" in row
     assert row.endswith("| 1 | 2 (tiny) |"), row
     assert "| CoGAN (paper only) | mnist2usps | — | — | — | 0.957 |" in text
-    for phrase in ("6,112", "Model selection", "never used to select", "16 training images per domain",
+    for phrase in ("6,112", "Model selection", "No target label is used to select", "16 training images per domain",
                    "2 steps per run", "1 seed(s)"):
         assert phrase in text, phrase
     best = json.load(open(tmp_path / "runs" / "cyclegan_mnist2usps_seed0" / "best.json"))
@@ -50,6 +50,30 @@ def test_digits_benchmark_runs_end_to_end(tmp_path):
         assert f"](results_figures/{name})" in text
         with Image.open(tmp_path / "results_figures" / name) as img:
             assert img.size[0] > 60 and img.size[1] > 60
+
+    # --report_only: the table of what finished (cyclegan seed 0 of the 2 asked; no unit run),
+    # nothing trained.
+    partial = tmp_path / "partial.md"
+    proc = subprocess.run(
+        [sys.executable, "-m", "launch.digits_benchmark", "--methods=cyclegan,unit",
+         "--directions=mnist2usps", "--seeds=2", "--report_only", "--tiny",
+         f"--workroot={tmp_path / 'runs'}", f"--output={partial}"],
+        cwd=REPO, capture_output=True, text=True, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = partial.read_text()
+    assert next(line for line in table.splitlines()
+                if line.startswith("| cyclegan | mnist2usps |")).endswith("| 1 | 2 (tiny) |")
+    assert "| unit |" not in table and "--report_only" in table
+    assert sorted(os.listdir(tmp_path / "runs")) == ["classifier_usps", "cyclegan_mnist2usps_seed0"]
+
+
+@pytest.mark.skipif(not os.path.isdir(DATA), reason=f"real digit data not found at {DATA}")
+def test_report_only_without_classifiers_names_the_flag(tmp_path):
+    from unpaired.eval import digits_benchmark as bench
+
+    with pytest.raises(ValueError, match="--report_only: no finished classifier for usps"):
+        bench.run_benchmark(bench.Settings(data_root=DATA, methods=("cyclegan",), directions=("mnist2usps",),
+                                           report_only=True, workroot=str(tmp_path)))
 
 
 @pytest.mark.skipif(not os.path.isdir(DATA), reason=f"real digit data not found at {DATA}")

@@ -65,6 +65,7 @@ class Settings:
     pixel_da_steps: int = 3000
     pixel_da_size: int = 0
     networks: str = "preset"
+    report_only: bool = False  # write the table from the finished runs; train nothing
     tiny: bool = False  # tiny widths: for the test suite only
 
 
@@ -222,8 +223,10 @@ def train_classifier(s: Settings, domain: str) -> str:
     return workdir
 
 
-def run_one(s: Settings, method: str, direction: str, seed: int, classifiers: dict[str, str]) -> dict[str, Any]:
-    """Trains (or reuses) one run and returns its selected checkpoint's metrics."""
+def run_one(s: Settings, method: str, direction: str, seed: int, classifiers: dict[str, str]
+            ) -> dict[str, Any] | None:
+    """Trains (or reuses) one run and returns its selected checkpoint's metrics (with
+    `report_only`, None for a run that has not finished)."""
     from unpaired.eval import pixel_da, report, run  # pylint: disable=import-outside-toplevel
 
     workdir = os.path.join(s.workroot, f"{method}_{direction}_seed{seed}")
@@ -231,6 +234,8 @@ def run_one(s: Settings, method: str, direction: str, seed: int, classifiers: di
     if os.path.exists(done):
         with open(done, encoding="utf-8") as f:
             return json.load(f)
+    if s.report_only:
+        return None
     config, names = method_config(s, method, direction, seed, classifiers)
     if method == "dtn":  # stage 1 is the source's classifier (trained without its held-out images)
         config.init_from = classifiers[DIRECTIONS[direction][0]]
@@ -352,7 +357,9 @@ def write_results(s: Settings, results: list[dict[str, Any]], classifier_acc: di
               + (f" ({s.method_steps})" if s.method_steps else "") + " (a reused run keeps its own length: the "
               "table's last column), evaluated every "
               f"{s.eval_every} steps on the first {_curve_size(s) or 'all'} test images per domain "
-              f"(the curves) and the held-out images; {s.seeds} seed(s). Networks "
+              f"(the curves) and the held-out images; {s.seeds} seed(s) asked"
+              + (" (--report_only: the finished ones; the seeds column counts them)" if s.report_only else "")
+              + ". Networks "
               f"(--networks={s.networks}): the presets named in `unpaired/eval/digits_benchmark.py`"
               + (" shrunk to tiny widths (a smoke run, not a result)" if s.tiny else
                  "; `small`: CycleGAN at ngf/ndf 16 and batch 8, UFDN's uda_small (z 64) instead "
@@ -408,14 +415,21 @@ def run_benchmark(s: Settings) -> list[dict[str, Any]]:
     domains = {DIRECTIONS[d][1] for d in s.directions}  # judges of translations into a domain
     if "dtn" in s.methods:
         domains |= {DIRECTIONS[d][0] for d in s.directions}  # DTN's f on its source
+    if s.report_only:
+        missing = [d for d in sorted(domains) if not os.path.exists(
+            os.path.join(s.workroot, f"classifier_{d}", "accuracy.json"))]
+        if missing:
+            raise ValueError(f"--report_only: no finished classifier for {', '.join(missing)} under "
+                             f"--workroot={s.workroot!r}")
     classifiers = {d: train_classifier(s, d) for d in sorted(domains)}
     accuracy = {}
     for d, w in classifiers.items():
         with open(os.path.join(w, "accuracy.json"), encoding="utf-8") as f:
             accuracy[d] = json.load(f)["accuracy"]
     # Seed by seed: an interrupted benchmark has every method's seed 0 first.
-    results = [run_one(s, m, d, seed, classifiers)
-               for seed in range(s.seeds) for m in s.methods for d in s.directions]
+    results = [r for r in (run_one(s, m, d, seed, classifiers)
+                           for seed in range(s.seeds) for m in s.methods for d in s.directions)
+               if r is not None]
     figure_dir = os.path.join(os.path.dirname(os.path.abspath(s.output)), "results_figures")
     figs = figures(s, results, figure_dir)
     write_results(s, results, accuracy, figs, figure_dir)

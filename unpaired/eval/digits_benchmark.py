@@ -329,7 +329,7 @@ def write_results(s: Settings, results: list[dict[str, Any]], classifier_acc: di
              f"(--methods={','.join(s.methods)} --seeds={s.seeds} --steps={s.steps} "
              + (f"--method_steps={s.method_steps} " if s.method_steps else "") +
              f"--networks={s.networks} --eval_every={s.eval_every} --pixel_da_steps={s.pixel_da_steps}"
-             f"{' --tiny' if s.tiny else ''}).", "",
+             f"{' --report_only' if s.report_only else ''}{' --tiny' if s.tiny else ''}).", "",
              "| method | direction | translation acc. (DTN protocol) | latent DA acc. | pixel-level DA acc. | paper (DA) | seeds | steps (networks) |",
              "|---|---|---|---|---|---|---|---|"]
     for method in tuple(s.methods) + ("cogan",):

@@ -115,7 +115,7 @@ _PROFILE_DIR = flags.DEFINE_string(
 _PROFILE_STEPS = flags.DEFINE_integer("profile_steps", 5, "Calls traced per contender with --profile_dir.")
 _MEMORY_GIB = flags.DEFINE_float(
     "memory_gib", None, "--mode=max_size: the memory budget in GiB (default: the device's "
-    "bytes_limit; required on CPU).")
+    "bytes_limit, JAX's share of it as XLA_PYTHON_CLIENT_MEM_FRACTION sets; required on CPU).")
 _SIZE_MULTIPLE = flags.DEFINE_integer(
     "size_multiple", 64, "--mode=max_size: image sizes searched in multiples of this.")
 _DATA_RATE = flags.DEFINE_bool(

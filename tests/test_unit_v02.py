@@ -8,7 +8,7 @@ import pytest
 
 from configs import unit as unit_config
 from unpaired import methods
-from unpaired.config_validation import ConfigError
+from unpaired.config_checks import ConfigError
 
 SIZE = 8
 

@@ -5,17 +5,20 @@ this catches values that parse but cannot work. `validate` checks what every met
 run uses (the method's name, batch and devices, epochs, logging and checkpoint cadence,
 seed, dtype, the data) and then asks the method, through the registry, to check its own
 keys (`Method.validate_config(config)`: for CycleGAN netG, netD, norm, lambdas, sizes the
-generator can take, ...). The helpers below are shared with those method checks.
+generator can take, ...). ConfigError and the shared checks live in `config_checks`, the
+floor below the methods; this module sits above them (it looks methods up by name).
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable
-
 import ml_collections
 
-from unpaired.data import SOURCES
+from unpaired.config_checks import ConfigError, check_at_least, check_choice, check_present
+from unpaired.data import SOURCES, DataError, check_locations, parse_domains
+from unpaired.data.locations import parse_mapping
 from unpaired.data.transforms import PREPROCESS_MODES
+from unpaired.eval.config import validate_eval
+from unpaired.methods import get_method_class
 
 DTYPES = ("float32", "bfloat16")
 # Keys the train loop itself reads, whatever the method.
@@ -24,38 +27,8 @@ GENERIC_KEYS = ("method", "seed", "dtype", "batch_size", "n_epochs", "n_epochs_d
                 "keep_checkpoints", "data")
 
 
-class ConfigError(ValueError):
-    """A config value that cannot work; the message names the key (config.x.y)."""
-
-
-def check_present(config: Any, keys: Iterable[str], prefix: str = "config") -> None:
-    """Raises ConfigError naming the first of `keys` that the config lacks."""
-    for key in keys:
-        if key not in config:
-            raise ConfigError(f"{prefix}.{key} is missing; start from a file in configs/")
-
-
-def check_choice(config: Any, key: str, choices: Iterable[str], prefix: str = "config") -> None:
-    """Raises ConfigError unless `config[key]` is one of `choices`."""
-    value = config[key]
-    if value not in choices:
-        raise ConfigError(f"{prefix}.{key}={value!r} is not one of {', '.join(choices)}")
-
-
-def check_at_least(config: Any, key: str, minimum: float, prefix: str = "config") -> None:
-    """Raises ConfigError if `config[key]` is below `minimum`."""
-    value = config[key]
-    if value < minimum:
-        raise ConfigError(f"{prefix}.{key}={value!r} must be >= {minimum}")
-
-
-_choice, _at_least = check_choice, check_at_least  # the names `_validate_data` uses
-
-
 def validate(config: ml_collections.ConfigDict, *, num_devices: int = 1) -> None:
     """Raises ConfigError naming the first key whose value cannot work for training."""
-    from unpaired.methods import get_method_class  # pylint: disable=import-outside-toplevel
-
     check_present(config, ("method",))
     try:
         method = get_method_class(config.method)
@@ -85,27 +58,20 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int = 1) -> None
     _validate_data(config)
     method.validate_config(config)
     if "eval_every" in config or "eval" in config:
-        from unpaired.eval.config import validate_eval  # pylint: disable=import-outside-toplevel
-
         validate_eval(config, tuple(method.data_spec(config).domains))
 
 
 def _validate_data(config: ml_collections.ConfigDict) -> None:
-    # Imported here so this function's edits stay inside it (the rest of the file is being split).
-    from unpaired.data import DataError, check_locations, parse_domains  # pylint: disable=import-outside-toplevel
-    from unpaired.data.locations import parse_mapping  # pylint: disable=import-outside-toplevel
-    from unpaired.methods import get_method_class  # pylint: disable=import-outside-toplevel
-
     data = config.data
-    _choice(data, "source", SOURCES, "config.data")
-    _choice(data, "preprocess", PREPROCESS_MODES, "config.data")
+    check_choice(data, "source", SOURCES, "config.data")
+    check_choice(data, "preprocess", PREPROCESS_MODES, "config.data")
     for key in ("crop_size", "load_size", "image_size"):
-        _at_least(data, key, 1, "config.data")
-    _at_least(data, "num_workers", 0, "config.data")
+        check_at_least(data, key, 1, "config.data")
+    check_at_least(data, "num_workers", 0, "config.data")
     if data.get("image_resize", "bicubic") not in ("bicubic", "lanczos"):
         raise ConfigError(f"config.data.image_resize={data.image_resize!r} is not one of bicubic, lanczos")
     if "holdout" in data:
-        _at_least(data, "holdout", 0, "config.data")
+        check_at_least(data, "holdout", 0, "config.data")
     if data.bad_image not in ("skip", "error"):
         raise ConfigError(f"config.data.bad_image={data.bad_image!r} is not one of skip, error")
     if data.preprocess in ("resize_and_crop", "scale_width_and_crop") and data.crop_size > data.load_size:

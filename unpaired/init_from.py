@@ -21,7 +21,7 @@ import jax
 import ml_collections
 
 from unpaired import checkpoint
-from unpaired.config_validation import ConfigError
+from unpaired.config_checks import ConfigError
 
 _MAX_LISTED = 10
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import ml_collections
 
-from unpaired.config_validation import ConfigError
+from unpaired.config_checks import ConfigError
 
 SELECT_AUTO, SELECT_NONE = "auto", "none"
 

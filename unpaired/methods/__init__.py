@@ -7,7 +7,7 @@ before it is built:
 
 * `data_spec(config) -> unpaired.data.spec.DataSpec`: the domains it reads (batch keys),
   their channels and which need labels; the loader is built from it.
-* `validate_config(config)`: raises `config_validation.ConfigError` naming the first of
+* `validate_config(config)`: raises `config_checks.ConfigError` naming the first of
   its own keys whose value cannot work (generic keys are checked by `config_validation`).
 
 Optional: `after_training(state, workdir)`, called by the loop when a run reaches its last

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from unpaired import layers, losses, pool, schedules, torch_io
-from unpaired.config_validation import (
+from unpaired.config_checks import (
     ConfigError, check_at_least, check_choice, check_present,
 )
 from unpaired.data.spec import DataSpec

@@ -34,7 +34,7 @@ import numpy as np
 import optax
 
 from unpaired import losses
-from unpaired.config_validation import ConfigError, check_at_least, check_present
+from unpaired.config_checks import ConfigError, check_at_least, check_present
 from unpaired.data.spec import DataSpec
 from unpaired.methods.cyclegan import _Runner
 from unpaired.methods.translation import TranslationRequest

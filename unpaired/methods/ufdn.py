@@ -40,7 +40,7 @@ import numpy as np
 import optax
 
 from unpaired import losses
-from unpaired.config_validation import ConfigError, check_at_least, check_choice, check_present
+from unpaired.config_checks import ConfigError, check_at_least, check_choice, check_present
 from unpaired.data.spec import DataSpec
 from unpaired.methods.translation import TranslationRequest
 from unpaired.nets import ufdn as nets

@@ -17,7 +17,7 @@ import numpy as np
 import optax
 
 from unpaired import schedules, torch_io
-from unpaired.config_validation import ConfigError, check_at_least, check_choice, check_present
+from unpaired.config_checks import ConfigError, check_at_least, check_choice, check_present
 from unpaired.data.spec import DataSpec
 from unpaired.methods.translation import TranslationRequest, resolve_two_domains
 from unpaired.nets import unit as nets

@@ -22,7 +22,7 @@ import numpy as np
 import optax
 
 from unpaired import losses, schedules, torch_io
-from unpaired.config_validation import ConfigError, check_at_least
+from unpaired.config_checks import ConfigError, check_at_least
 from unpaired.data.spec import DataSpec
 from unpaired.methods.translation import TranslationRequest, resolve_two_domains
 from unpaired.nets import unit_da as nets

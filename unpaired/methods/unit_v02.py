@@ -23,7 +23,7 @@ import ml_collections
 import numpy as np
 
 from unpaired import losses, torch_io
-from unpaired.config_validation import ConfigError, check_at_least, check_choice, check_present
+from unpaired.config_checks import ConfigError, check_at_least, check_choice, check_present
 from unpaired.methods.translation import TranslationRequest
 from unpaired.methods.unit import (COMPUTE_DTYPES, LR_POLICIES, UNIT, _cat, _halves,
                                    adam_coupled_l2, step_lr_schedule)

@@ -50,7 +50,7 @@ import ml_collections
 
 _REGISTRY = {
     "cyclegan": ("unpaired.methods.cyclegan", "CycleGAN"),
-    "unit": ("unpaired.methods.unit", "UNIT"),
+    "unit": ("unpaired.methods.unit_family", "UNITFamily"),  # by config.arch
     "unit_da": ("unpaired.methods.unit_da", "UNITDA"),
     "dtn_pretrain": ("unpaired.methods.dtn", "DTNPretrain"),
     "dtn": ("unpaired.methods.dtn", "DTN"),

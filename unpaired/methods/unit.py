@@ -129,12 +129,7 @@ class UNIT:
 
     @classmethod
     def validate_config(cls, config: ml_collections.ConfigDict) -> None:
-        """Raises ConfigError naming the first UNIT key whose value cannot work."""
-        if "arch" in config:
-            check_choice(config, "arch", ARCHS)
-        if config.get("arch", "master") == "version_02":
-            from unpaired.methods.unit_v02 import validate_v02
-            return validate_v02(config)
+        """Raises ConfigError naming the first UNIT master key whose value cannot work."""
         check_present(config, ("gen_pad_type", "dis_pad_type", "gan_type", "lr_policy", "vgg_w"))
         check_choice(config, "gen_pad_type", nets.PAD_TYPES)
         check_choice(config, "dis_pad_type", nets.PAD_TYPES)
@@ -181,13 +176,6 @@ class UNIT:
                 "coarsest scale's map would be empty; use fewer layers or scales")
 
     # ----------------------------------------------------------------- build
-    def __new__(cls, config: ml_collections.ConfigDict | None = None, steps_per_epoch: int = 1):
-        """config.arch picks the networks: 'master' (this class) or 'version_02' (UNITv02)."""
-        if cls is UNIT and config is not None and config.get("arch", "master") == "version_02":
-            from unpaired.methods.unit_v02 import UNITv02
-            cls = UNITv02
-        return super().__new__(cls)
-
     def __init__(self, config: ml_collections.ConfigDict, steps_per_epoch: int = 1):
         del steps_per_epoch  # the reference's schedule counts iterations
         if config.dtype not in COMPUTE_DTYPES:

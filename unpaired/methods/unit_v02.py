@@ -93,6 +93,11 @@ class UNITv02(UNIT):
     networks = ("gen", "dis")
     groups = {"gen": ("gen",), "dis": ("dis",)}
 
+    @classmethod
+    def validate_config(cls, config: ml_collections.ConfigDict) -> None:
+        """Raises ConfigError naming the first version_02 key whose value cannot work."""
+        validate_v02(config)
+
     def __init__(self, config: ml_collections.ConfigDict, steps_per_epoch: int = 1):
         del steps_per_epoch
         if config.dtype not in COMPUTE_DTYPES:

@@ -8,7 +8,7 @@
 `--config.x=y` overrides any config field (e.g. `--config.ngf=8`). Prints a human table,
 then, as the LAST stdout line, one JSON object (img_per_s, torch_eager_img_per_s,
 ratio_vs_torch_eager, step_ms, compile_s, flops_per_step, fraction_of_peak, ...).
-`--torch=none` needs no torch installed. All logic is in `unpaired.benchmark`.
+`--torch=none` needs no torch installed. All logic is in `unpaired.benchmarks.step`.
 
 JAX and the torch modes are prepared and warmed up first, then timed in `--rounds`
 alternating rounds (JAX, torch eager, torch compile, then again), so that load drift on a
@@ -20,14 +20,14 @@ it): `data_img_per_s` and `data_bound_ratio` (>1: the pipeline keeps up with the
 
 `--mode=translate` times inference instead: the method's eval-mode generator forward, as
 `launch/translate.py` runs it on one batch (default request, e.g. CycleGAN AtoB), against
-the reference generator's forward (`unpaired.translate_benchmark`); same rounds, table,
+the reference generator's forward (`unpaired.benchmarks.translate`); same rounds, table,
 JSON line (plus "mode") and markdown row (method cell `<method> translate`). A method
 without a translate path is one `error:` line naming it.
 
 `--mode=max_size` answers "how large an image fits": per remat setting (both, where the
 config has `remat`), the largest square `--size_multiple` multiple whose training step fits
 the device's memory (or `--memory_gib`), from XLA's memory analysis of the compiled step
-(`unpaired.memory_probe`); on a GPU/TPU that size is then run for real, stepping down on
+(`unpaired.benchmarks.memory`); on a GPU/TPU that size is then run for real, stepping down on
 out-of-memory. JAX only; its last line is JSON too.
 
 GPU memory: JAX and PyTorch share the device in one process, so unless
@@ -154,7 +154,7 @@ def main(argv):
     # On GPU, leave room for PyTorch in the same process (a user's setting wins).
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
-    from unpaired import benchmark
+    from unpaired.benchmarks import step as benchmark
 
     cpus = benchmark.limit_cpus(_CPU_THREADS.value) if _CPU_THREADS.value else None
 
@@ -230,7 +230,7 @@ def main(argv):
 def _translate_rounds(config, torch_modes, torch_device):
     """--mode=translate: (jax, torch) figures of the generator forwards; a method without a
     translate path (or a bad image size) is one `error:` line."""
-    from unpaired import translate_benchmark  # pylint: disable=import-outside-toplevel
+    from unpaired.benchmarks import translate as translate_benchmark  # pylint: disable=import-outside-toplevel
 
     try:
         return translate_benchmark.benchmark_translate_interleaved(
@@ -245,10 +245,10 @@ def _translate_rounds(config, torch_modes, torch_device):
 
 
 def _max_size():
-    """--mode=max_size: per remat setting, the largest image size the step fits (unpaired.memory_probe)."""
+    """--mode=max_size: per remat setting, the largest image size the step fits (unpaired.benchmarks.memory)."""
     import jax  # pylint: disable=import-outside-toplevel
 
-    from unpaired import benchmark, memory_probe  # pylint: disable=import-outside-toplevel
+    from unpaired.benchmarks import memory as memory_probe, step as benchmark  # pylint: disable=import-outside-toplevel
 
     if _SIZE_MULTIPLE.value < 1:
         raise app.UsageError(f"--size_multiple must be >= 1, got {_SIZE_MULTIPLE.value}")
@@ -286,7 +286,7 @@ def _max_size():
 
 
 def _weak_scaling():
-    """--devices: the data-parallel step's throughput per device count (unpaired.scaling_benchmark)."""
+    """--devices: the data-parallel step's throughput per device count (unpaired.benchmarks.scaling)."""
     try:
         counts = [int(n) for n in _DEVICES.value]
     except ValueError:
@@ -298,7 +298,7 @@ def _weak_scaling():
                                f"--xla_force_host_platform_device_count={max(counts)}").strip()
     import jax  # pylint: disable=import-outside-toplevel
 
-    from unpaired import benchmark, scaling_benchmark  # pylint: disable=import-outside-toplevel
+    from unpaired.benchmarks import scaling as scaling_benchmark, step as benchmark  # pylint: disable=import-outside-toplevel
 
     config = benchmark.resolve_config(_CONFIG.value, _BATCH.value, _IMAGE.value, _PRECISION.value)
     rows = scaling_benchmark.weak_scaling(config, counts, config.batch_size, steps=_STEPS.value,

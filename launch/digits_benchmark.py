@@ -9,7 +9,7 @@ r"""MNIST <-> USPS for every available method; writes docs/results.md beside the
 Trains a target-domain classifier per target, then each method x direction x seed (a
 finished run is reused, so re-running resumes), selects each run's checkpoint by the
 source held-out accuracy, and writes the table, the protocol and the figures
-(`results_figures/` beside --output). See `unpaired/eval/digits_benchmark.py`.
+(`results_figures/` beside --output). See `unpaired/benchmarks/digits.py`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import sys
 
 from absl import app, flags
 
-from unpaired.eval import digits_benchmark as bench
+from unpaired.benchmarks import digits as bench
 
 _D = bench.Settings()
 _METHODS = flags.DEFINE_list("methods", list(_D.methods), f"Of {', '.join(bench.METHODS)}.")

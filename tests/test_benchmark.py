@@ -1,4 +1,4 @@
-"""Smoke test of the training-step benchmark (launch/benchmark.py, unpaired/benchmark.py).
+"""Smoke test of the training-step benchmark (launch/benchmark.py, unpaired/benchmarks/step.py).
 
 One small CPU run through the command line (digits preset, batch 2, 32x32, ngf/ndf 8,
 no identity loss, 3 timed steps in 3 interleaved rounds, JAX and torch eager; about 20-30 s)
@@ -20,7 +20,8 @@ import jax.numpy as jnp
 import pytest
 
 from configs import cyclegan
-from unpaired import benchmark, layers
+from unpaired import layers
+from unpaired.benchmarks import step as benchmark
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -104,7 +105,7 @@ def test_launch_benchmark_dtn_digits_with_profiles(tmp_path):
 
 
 def test_profile_categories():
-    from unpaired import profile_summary
+    from unpaired.benchmarks import profile_summary
 
     assert profile_summary.category("custom-call.3", "__cudnn$convBackwardFilter") == "convolution"
     assert profile_summary.category("input_reduce_fusion.2") == "reduce"
@@ -118,8 +119,8 @@ def test_imports_without_torch():
     """`--torch=none` must work without torch: nothing imports it at module load."""
     code = (
         "import sys; sys.modules['torch'] = None\n"
-        "import unpaired.benchmark, launch.benchmark, unpaired.torch_reference\n"
-        "assert unpaired.benchmark.versions()['jax']\n"
+        "import unpaired.benchmarks.step, launch.benchmark, unpaired.torch_reference\n"
+        "assert unpaired.benchmarks.step.versions()['jax']\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unpaired.eval import plot
+from unpaired.benchmarks import plot
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(REPO, "..", "shared", "data")
@@ -69,7 +69,7 @@ def test_digits_benchmark_runs_end_to_end(tmp_path):
 
 @pytest.mark.skipif(not os.path.isdir(DATA), reason=f"real digit data not found at {DATA}")
 def test_report_only_without_classifiers_names_the_flag(tmp_path):
-    from unpaired.eval import digits_benchmark as bench
+    from unpaired.benchmarks import digits as bench
 
     with pytest.raises(ValueError, match="--report_only: no finished classifier for usps"):
         bench.run_benchmark(bench.Settings(data_root=DATA, methods=("cyclegan",), directions=("mnist2usps",),
@@ -80,7 +80,7 @@ def test_report_only_without_classifiers_names_the_flag(tmp_path):
 @pytest.mark.parametrize("networks,tiny", [("preset", False), ("small", False), ("preset", True)])
 def test_every_method_config_validates(networks, tiny, tmp_path):
     from unpaired import config_validation
-    from unpaired.eval import digits_benchmark as bench
+    from unpaired.benchmarks import digits as bench
 
     clf = tmp_path / "clf"
     (clf / "checkpoints").mkdir(parents=True)
@@ -115,7 +115,7 @@ def test_every_method_config_validates(networks, tiny, tmp_path):
 
 
 def test_method_steps_and_bad_flags_are_named():
-    from unpaired.eval import digits_benchmark as bench
+    from unpaired.benchmarks import digits as bench
 
     s = bench.Settings(steps=100, method_steps="cyclegan=60, dtn=5")
     assert [bench.steps_of(s, m) for m in bench.METHODS] == [60, 100, 100, 100, 5]

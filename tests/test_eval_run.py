@@ -263,7 +263,7 @@ def test_digit_accuracy_hook_on_target_test_and_source_holdout():
 
 def test_pixel_da_classifier_learns_and_composes(classifiers):
     from unpaired.eval import pixel_da
-    from unpaired.eval.sets import load_set
+    from unpaired.data.sets import load_set
 
     config = cyclegan_tiny()
     real = load_set(config.data, "B", "train", 1, True, limit=40)

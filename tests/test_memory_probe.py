@@ -1,4 +1,4 @@
-"""unpaired.memory_probe (launch/benchmark.py --mode=max_size): the size search on known memory
+"""unpaired.benchmarks.memory (launch/benchmark.py --mode=max_size): the size search on known memory
 curves, XLA's analysis of a real step, and the command's errors."""
 
 import os
@@ -9,8 +9,8 @@ import jax
 import numpy as np
 import pytest
 
-from unpaired import memory_probe
-from unpaired.memory_probe import StepMemory
+from unpaired.benchmarks import memory as memory_probe
+from unpaired.benchmarks.memory import StepMemory
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,5 +1,5 @@
 """Smoke tests of the inference benchmark (`launch/benchmark.py --mode=translate`,
-`unpaired/translate_benchmark.py`, `unpaired/torch_reference/translators.py`).
+`unpaired/benchmarks/translate.py`, `unpaired/torch_reference/translators.py`).
 
 One tiny CPU run through the command line (CycleGAN digits, batch 1, 32x32, ngf 8, 2 timed
 forwards in 2 rounds, torch eager; ~15-20 s) checks the JSON contract and the markdown row;
@@ -20,7 +20,8 @@ import jax
 import pytest
 
 from configs import cyclegan, dtn, ufdn, unit
-from unpaired import benchmark, methods
+from unpaired import methods
+from unpaired.benchmarks import step as benchmark
 from unpaired.methods.translation import TranslationRequest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -160,7 +160,7 @@ def test_digit_accuracy_reads_each_domain_through_its_own_first_d_layers():
     """The eval seam passes the images' domain: UNIT's source held-out images (model selection)
     go through D's source layers, the target test images through the target's."""
     from unpaired.eval import run
-    from unpaired.eval.sets import EvalSet
+    from unpaired.data.sets import EvalSet
 
     method = methods.build(tiny_config())
     state = method.create_state(jax.random.key(0))

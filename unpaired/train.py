@@ -24,7 +24,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 
 import unpaired
-from unpaired import checkpoint, config_validation, data, distributed, init_from, logs, methods
+from unpaired import checkpoint, config_validation, data, distributed, init_from, logs, methods, translate
 
 log = logging.getLogger(__name__)
 
@@ -276,5 +276,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
         log.warning("%d unreadable images were skipped: %s", loader.skipped, loader.bad_items)
     finish = getattr(method, "after_training", None)  # e.g. DTN stage 1's test accuracy
     if finish is not None:
-        finish(state, workdir)
+        finish(state, workdir, translate.load_workdir_state)
     return state

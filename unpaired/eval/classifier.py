@@ -7,7 +7,6 @@ import os
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 
@@ -43,16 +42,3 @@ def load_classifier(workdir: str, key: str = "config.eval.classifiers") -> Class
         raise ValueError(f"{key}: {workdir!r} is a {config.method} run; expected a classifier "
                          "run (a dtn_pretrain preset trained on the target domain)")
     return from_state(method, state, where)
-
-
-def batched(fn: Callable[[Any], Any], images: np.ndarray, batch_size: int) -> np.ndarray:
-    """fn over `images` in batches of exactly `batch_size` (the last padded, its padding dropped)."""
-    outs, n = [], len(images)
-    for start in range(0, n, batch_size):
-        chunk = images[start:start + batch_size]
-        real = len(chunk)
-        if real < batch_size:
-            pad = np.repeat(chunk[-1:], batch_size - real, axis=0)
-            chunk = np.concatenate([chunk, pad])
-        outs.append(np.asarray(fn(jnp.asarray(chunk)))[:real])
-    return np.concatenate(outs) if outs else np.zeros((0,))

@@ -15,9 +15,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from unpaired.data.sets import EvalSet, batched, load_set
 from unpaired.eval import run
-from unpaired.eval.classifier import batched
-from unpaired.eval.sets import EvalSet, load_set
 from unpaired.methods.translation import TranslationRequest
 
 

@@ -33,9 +33,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from unpaired.data.sets import EvalSet, batched, load_set
 from unpaired.eval import config as eval_config
-from unpaired.eval.classifier import Classifier, batched, load_classifier
-from unpaired.eval.sets import EvalSet, load_set
+from unpaired.eval.classifier import Classifier, load_classifier
 from unpaired.methods.translation import TranslationRequest
 
 log = logging.getLogger(__name__)

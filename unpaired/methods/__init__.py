@@ -10,8 +10,10 @@ before it is built:
 * `validate_config(config)`: raises `config_checks.ConfigError` naming the first of
   its own keys whose value cannot work (generic keys are checked by `config_validation`).
 
-Optional: `after_training(state, workdir)`, called by the loop when a run reaches its last
-step (e.g. DTN stage 1 prints and saves its test accuracy).
+Optional: `after_training(state, workdir, load_run)`, called by the loop when a run reaches
+its last step (e.g. DTN stage 1 prints and saves its test accuracy). `load_run(workdir) ->
+(method, state, config)` reads another finished run (DTN's target classifier): the loop
+hands it over so that methods never import the floors above them (`translate`).
 Optional: `export_official(params, model_state, path) -> list[str]`, used by
 `launch/export.py` (`unpaired.export`): writes the networks under folder `path` in the
 reference's plain format (UFDN: `vae.pth`, `dnet.pth`, ...; UNIT: `gen.pt`, `dis.pt`).

@@ -35,6 +35,7 @@ import optax
 
 from unpaired import losses
 from unpaired.config_checks import ConfigError, check_at_least, check_present
+from unpaired.data.sets import batched, load_set
 from unpaired.data.spec import DataSpec
 from unpaired.methods.cyclegan import _Runner
 from unpaired.methods.translation import TranslationRequest
@@ -171,9 +172,6 @@ def _score_test_set(config: ml_collections.ConfigDict, domain: str, spec: DataSp
                     predict: Any, *args: Any) -> tuple[np.ndarray, np.ndarray]:
     """(predicted, labels) over every image of `domain`'s labelled test split (the last
     batch padded, its padding dropped), with `predict(*args, images) -> classes` jitted."""
-    from unpaired.eval.classifier import batched  # pylint: disable=import-outside-toplevel
-    from unpaired.eval.sets import load_set  # pylint: disable=import-outside-toplevel
-
     test = load_set(config.data, domain, "test", spec.channels[domain], labelled=True)
     jitted = jax.jit(predict)
     return batched(lambda x: jitted(*args, x), test.images, config.batch_size), test.labels
@@ -290,8 +288,9 @@ class DTNPretrain:
         """The source images (stage 1 generates nothing)."""
         return {"source": batch[self.source]}
 
-    def after_training(self, state: TrainState, workdir: str) -> dict[str, Any]:
+    def after_training(self, state: TrainState, workdir: str, load_run: Any) -> dict[str, Any]:
         """Test accuracy of f (eval mode) on the source domain's test split, printed and saved."""
+        del load_run
         predicted, labels = _score_test_set(self.config, self.source, self.data_spec(self.config),
                                             self.classify, state.params, state.model_state)
         correct, total = int(np.sum(predicted == labels)), len(labels)
@@ -554,19 +553,17 @@ class DTN:
             model_state=d_aux["model_state"], opt_state={"g": g_opt, "D": d_opt})
         return new_state, metrics
 
-    def after_training(self, state: TrainState, workdir: str) -> dict[str, Any] | None:
+    def after_training(self, state: TrainState, workdir: str, load_run: Any) -> dict[str, Any] | None:
         """Translation accuracy as the paper measures it, if config.eval_classifier is set.
 
-        A target-domain classifier (a `dtn_pretrain` workdir trained on the target domain)
-        labels G(source test images) in eval mode; the score uses the source labels.
-        Printed and written to `<workdir>/translation_accuracy.json`.
+        A target-domain classifier (a `dtn_pretrain` workdir trained on the target domain,
+        read by `load_run`) labels G(source test images) in eval mode; the score uses the
+        source labels. Printed and written to `<workdir>/translation_accuracy.json`.
         """
         path = self.config.get("eval_classifier", "")
         if not path:
             return None
-        from unpaired import translate  # pylint: disable=import-outside-toplevel
-
-        classifier, clf_state, clf_config = translate.load_workdir_state(path)
+        classifier, clf_state, clf_config = load_run(path)
         if not hasattr(classifier, "classify"):
             raise ValueError(f"config.eval_classifier={path!r} is a {clf_config.method} run; "
                              "expected a dtn_pretrain run trained on the target domain")

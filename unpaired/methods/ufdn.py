@@ -661,9 +661,10 @@ class UFDN:
         return {"domain": domain, "split": "test", "accuracy": correct / max(total, 1),
                 "images": int(total)}
 
-    def after_training(self, state: TrainState, workdir: str) -> dict[str, Any] | None:
+    def after_training(self, state: TrainState, workdir: str, load_run: Any) -> dict[str, Any] | None:
         """uda: the final model's adaptation accuracy (classifier on mu, eval-mode BN) on the
         source and target test splits, printed and written to `<workdir>/da_accuracy.json`."""
+        del load_run
         if self.procedure != "uda":
             return None
         source, target = self.domains

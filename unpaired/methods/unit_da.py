@@ -261,8 +261,9 @@ class UNITDA:
         logits = self.classify(params["dis"], images, TARGET if domain is None else domain)
         return jnp.mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32))
 
-    def after_training(self, state: TrainState, workdir: str) -> dict[str, Any]:
+    def after_training(self, state: TrainState, workdir: str, load_run: Any) -> dict[str, Any]:
         """Target (B) test accuracy of the D trunk's classifier, printed and saved as da_accuracy.json."""
+        del load_run
         from unpaired import data  # pylint: disable=import-outside-toplevel
 
         spec = DataSpec(domains=(TARGET,), channels={TARGET: self.channels[TARGET]}, labels=(TARGET,))

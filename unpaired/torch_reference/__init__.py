@@ -3,7 +3,7 @@
 `build_reference_step(config, device, dtype)` returns the reference's training step for
 the method named by `config.method` as a callable `step(*images)`: one NCHW tensor per domain
 of the method's `data_spec`, in its order (CycleGAN, UNIT: `step(real_A, real_B)`; UFDN: one
-per config.data.domains, either procedure) on `device`; `unpaired.benchmark` times it
+per config.data.domains, either procedure) on `device`; `unpaired.benchmarks.step` times it
 against our jitted `train_step`. A method plugs in by adding a builder to
 `REFERENCE_STEPS`; the benchmark itself never changes.
 

@@ -272,7 +272,7 @@ class UNITDAReference:
 def reference_step(config, device: str = "cpu", dtype=None, compile: bool = False):
     """One iteration of the DA training script (dis_update, gen_update) on fresh reference
     networks built from `config` (gen_ch, dis_ch, input_dim_a/b, loss weights, Adam), as
-    `step(images_a, images_b)` for `unpaired.benchmark`; the source labels are fixed
+    `step(images_a, images_b)` for `unpaired.benchmarks.step`; the source labels are fixed
     random digits drawn once. `dtype=torch.bfloat16` runs under autocast; `compile=True`
     compiles both networks."""
     a, b = int(config.input_dim_a), int(config.input_dim_b)

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import ml_collections
 
-from unpaired.benchmark import _random_batch, resolve_config
+from unpaired.benchmarks.step import _random_batch, resolve_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,7 +117,7 @@ def confirm_on_device(config: ml_collections.ConfigDict, size: int, multiple: in
     'out_of_memory_at': [sizes that failed]}."""
     import jax  # pylint: disable=import-outside-toplevel
 
-    from unpaired.benchmark import _device_peak_memory  # pylint: disable=import-outside-toplevel
+    from unpaired.benchmarks.step import _device_peak_memory  # pylint: disable=import-outside-toplevel
     from unpaired import methods  # pylint: disable=import-outside-toplevel
 
     failed = []

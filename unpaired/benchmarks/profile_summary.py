@@ -6,7 +6,7 @@ trace with `jax.profiler.ProfileData` (no TensorBoard needed, so a trace brought
 a GPU machine can be read on any CPU box): the ops on each device's "XLA Ops" line (on a
 CPU-only trace, the XLA thread pools' events), their time per step, and a coarse category
 per op, so that convolutions, reductions (InstanceNorm), pads and layout copies can be
-weighed against each other. `python -m unpaired.profile_summary TRACE.xplane.pb STEPS`
+weighed against each other. `python -m unpaired.benchmarks.profile_summary TRACE.xplane.pb STEPS`
 prints the same summary.
 """
 
@@ -128,6 +128,6 @@ def write(summary: dict[str, Any], directory: str, name: str = "jax_ops") -> lis
 
 if __name__ == "__main__":
     if len(sys.argv) != 3:
-        sys.exit("usage: python -m unpaired.profile_summary TRACE.xplane.pb|DIR STEPS")
+        sys.exit("usage: python -m unpaired.benchmarks.profile_summary TRACE.xplane.pb|DIR STEPS")
     path = sys.argv[1] if sys.argv[1].endswith(".pb") else find_trace(sys.argv[1])
     print(format_summary(summarize(path, int(sys.argv[2]))))

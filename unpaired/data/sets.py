@@ -1,5 +1,9 @@
 """Fixed evaluation sets: the same images, in the same order, at every evaluation.
 
+Whole labelled splits in memory and `batched`, a function mapped over them in batches of
+one size (one compiled program). Evaluation, DTN's end-of-training scores and pixel-level
+DA read them; they sit with the data so that methods need nothing from `eval/`.
+
 A domain's 'test' split (its first `limit` images) or its 'holdout' split (the
 config.data.holdout training images that training never reads), prepared as the
 reference prepares test images (load_size = crop_size, no flip, no random crop).
@@ -8,7 +12,7 @@ reference prepares test images (load_size = crop_size, no flip, no random crop).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -48,3 +52,18 @@ def load_set(data_config: Any, domain: str, split: str, channels: int, labelled:
         images.append(transform(item, rng))
     labels = loader.labels[domain][:n].astype(np.int32) if labelled else None
     return EvalSet(domain, split, np.stack(images).astype(np.float32), labels)
+
+
+def batched(fn: Callable[[Any], Any], images: np.ndarray, batch_size: int) -> np.ndarray:
+    """fn over `images` in batches of exactly `batch_size` (the last padded, its padding dropped)."""
+    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel  (jax only where it runs)
+
+    outs, n = [], len(images)
+    for start in range(0, n, batch_size):
+        chunk = images[start:start + batch_size]
+        real = len(chunk)
+        if real < batch_size:
+            pad = np.repeat(chunk[-1:], batch_size - real, axis=0)
+            chunk = np.concatenate([chunk, pad])
+        outs.append(np.asarray(fn(jnp.asarray(chunk)))[:real])
+    return np.concatenate(outs) if outs else np.zeros((0,))

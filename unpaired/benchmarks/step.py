@@ -737,11 +737,11 @@ def profile_runners(runners: Sequence[Runner], directory: str, steps: int, torch
                     ) -> dict[str, Any]:
     """Traces `steps` calls of each runner into `directory` (E2 of performance.md): JAX under
     `jax.profiler.trace` (jax_trace/, summarised to jax_ops.json and .txt by
-    `unpaired.profile_summary`), a torch mode under `torch.profiler` (its op table,
+    `unpaired.benchmarks.profile_summary`), a torch mode under `torch.profiler` (its op table,
     <name>_ops.txt). Returns {'jax': the per-category summary, '<name>': its files}."""
     import jax
 
-    from unpaired import profile_summary
+    from unpaired.benchmarks import profile_summary
 
     if steps < 1:
         raise ValueError(f"profile steps must be >= 1, got {steps}")

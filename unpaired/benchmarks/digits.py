@@ -30,7 +30,7 @@ import numpy as np
 
 from unpaired import logs
 from unpaired.data.config import data_config
-from unpaired.eval import plot
+from unpaired.benchmarks import plot
 
 DIRECTIONS = {"mnist2usps": ("mnist", "usps"), "usps2mnist": ("usps", "mnist")}
 METHODS = ("cyclegan", "unit", "unit_da", "ufdn", "dtn")
@@ -367,7 +367,7 @@ def write_results(s: Settings, results: list[dict[str, Any]], classifier_acc: di
               f"(the curves) and the held-out images; {s.seeds} seed(s) asked"
               + (" (--report_only: the finished ones; the seeds column counts them)" if s.report_only else "")
               + ". Networks "
-              f"(--networks={s.networks}): the presets named in `unpaired/eval/digits_benchmark.py`"
+              f"(--networks={s.networks}): the presets named in `unpaired/benchmarks/digits.py`"
               + (" shrunk to tiny widths (a smoke run, not a result)" if s.tiny else
                  "; `small`: CycleGAN at ngf/ndf 16 and batch 8, UFDN's uda_small (z 64) instead "
                  "of the official uda widths, DTN's g and D at 32 wide and batch 32, UNIT DA at base "
@@ -396,7 +396,7 @@ def write_results(s: Settings, results: list[dict[str, Any]], classifier_acc: di
               "seed 0, selected checkpoint:", ""]
     lines += [f"![{n}]({rel}/{n})" for n in figs["translations"]]
     lines += ["", "Target test accuracy over training steps (seed 0), drawn with PIL "
-              "(`unpaired.eval.plot`, no matplotlib):", ""]
+              "(`unpaired.benchmarks.plot`, no matplotlib):", ""]
     lines += [f"![{n}]({rel}/{n})" for n in figs["curves"]]
     text = "\n".join(lines) + "\n"
     os.makedirs(os.path.dirname(os.path.abspath(s.output)), exist_ok=True)

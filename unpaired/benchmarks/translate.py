@@ -10,7 +10,7 @@ the PyTorch reference generator's forward, in the same interleaved rounds as the
 * `prepare_torch_translate(config, mode=...)`: the reference generator with the same
   architecture (`unpaired.torch_reference.translators`), eval mode under
   `torch.inference_mode()`, eager or `torch.compile`; the runner 'torch_<mode>'.
-* `benchmark_translate_interleaved`: both timed by `unpaired.benchmark.time_rounds`,
+* `benchmark_translate_interleaved`: both timed by `unpaired.benchmarks.step.time_rounds`,
   ratios by `round_ratios`; the result dicts have the step benchmark's keys, so
   `benchmark.compare`, `format_table` and `markdown_row` apply unchanged ("steps" are
   forward calls, img/s = batch_size / forward time).
@@ -26,8 +26,8 @@ from typing import Any, Sequence
 
 import ml_collections
 
-from unpaired import benchmark
-from unpaired.benchmark import Runner
+from unpaired.benchmarks import step as benchmark
+from unpaired.benchmarks.step import Runner
 
 
 class TranslateBenchmarkError(ValueError):

@@ -63,7 +63,9 @@ def test_64px_networks_match_torch_in_float32(tmp_path):
         logits = tnets["D"](nchw(x))
     run = lambda n, v: method.modules[n].apply(variables[n], v, True, mutable=["batch_stats"])
     ours_f, stats_f = run("f", x)
-    ours_g, _ = run("g", np.asarray(ours_f))
+    # g on torch's own features: its BatchNorm over a batch of 3 1x1 maps magnifies f's
+    # rounding differences, which would then be charged to g.
+    ours_g, _ = run("g", feature.numpy().transpose(0, 2, 3, 1))
     ours_d, _ = run("D", x)
     assert ours_f.shape == (3, 1, 1, 4) and rel_err(ours_f, feature.numpy().transpose(0, 2, 3, 1)) < 1e-5
     assert ours_g.shape == (3, 64, 64, 3) and rel_err(ours_g, image.numpy().transpose(0, 2, 3, 1)) < 1e-5

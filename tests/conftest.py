@@ -22,3 +22,39 @@ import torch  # noqa: E402
 
 torch.backends.cudnn.allow_tf32 = False
 torch.backends.cuda.matmul.allow_tf32 = False
+
+
+# --- compile statistics (UNPAIRED_TEST_COMPILE_STATS=<file.jsonl>): how many XLA compiles
+# each test pays for and their seconds, to find programs compiled again where they could be
+# shared. Every pytest process (each xdist worker) appends one line per test to the file.
+if os.environ.get("UNPAIRED_TEST_COMPILE_STATS"):
+    import collections
+    import json
+
+    import jax.monitoring
+    import pytest
+
+    _COMPILES: dict = collections.defaultdict(lambda: [0, 0.0, 0.0])  # test -> [n, backend s, trace s]
+    _CURRENT = ["(collection)"]
+
+    def _on_duration(event: str, seconds: float, **_: object) -> None:
+        entry = _COMPILES[_CURRENT[0]]
+        if event == "/jax/core/compile/backend_compile_duration":
+            entry[0] += 1
+            entry[1] += seconds
+        elif event in ("/jax/core/compile/jaxpr_trace_duration",
+                       "/jax/core/compile/jaxpr_to_mlir_module_duration"):
+            entry[2] += seconds
+
+    jax.monitoring.register_event_duration_secs_listener(_on_duration)
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(item, nextitem):  # noqa: D103
+        _CURRENT[0] = item.nodeid
+        yield
+
+    def pytest_sessionfinish(session):  # noqa: D103
+        with open(os.environ["UNPAIRED_TEST_COMPILE_STATS"], "a", encoding="utf-8") as f:
+            for test, (n, secs, trace) in _COMPILES.items():
+                f.write(json.dumps({"test": test, "compiles": n, "compile_s": round(secs, 3),
+                                    "trace_s": round(trace, 3), "pid": os.getpid()}) + "\n")

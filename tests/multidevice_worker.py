@@ -1,10 +1,12 @@
 """Checks run in a process with 8 simulated CPU devices (started by tests/test_scale_out.py).
 
 `python -m tests.multidevice_worker <ckpt_in> <ckpt_out>` with
-XLA_FLAGS=--xla_force_host_platform_device_count=8. For every method: two data-parallel
-steps on 8 devices equal two one-device steps on the same global batch (float64); BatchNorm
-with per-device statistics (config.bn_sync=False) equals the same grouping on one device
-and differs from synchronised statistics. Then restores the checkpoint the 1-device test
+XLA_FLAGS=--xla_force_host_platform_device_count=8. For every method: data-parallel steps
+on 8 devices (`distributed.data_parallel_step`, which the training loop's
+`train.data_parallel` returns) equal one-device steps on the same global batch (float64;
+CycleGAN over 2 steps); BatchNorm with per-device statistics (config.bn_sync=False, on
+DTN's classifier f) equals the same grouping on one device and differs from synchronised
+statistics. Then restores the checkpoint the 1-device test
 process wrote into an 8-device replicated state and saves one of its own for the other way.
 """
 
@@ -23,6 +25,10 @@ from tests.scale_configs import CASES, DEVICES, cyclegan  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec  # noqa: E402
 
 from unpaired import checkpoint, distributed, layers, methods, train  # noqa: E402
+
+
+# CycleGAN over 2 steps: the second reads the image pools and Adam moments the first left.
+STEPS = {"cyclegan_batchnorm": 2}
 
 
 def to_f64(tree):
@@ -166,16 +172,16 @@ def main(argv):
         t = time.process_time()
         if name == "bn_layer":
             check_batch_norm_layer_per_device()
-        elif name == "bn_per_device":  # CycleGAN with BatchNorm, config.bn_sync=False
-            config = CASES["cyclegan_batchnorm"]()
+        elif name == "bn_per_device":  # DTN's classifier f (BatchNorm), config.bn_sync=False
+            config = CASES["dtn_pretrain"]()
             config.bn_sync = False
             groups = distributed.bn_groups(config, jax.device_count())
             assert groups == DEVICES
             per_device = check_method(name, config, groups=groups)
-            synced = results["cyclegan_batchnorm"]  # run before it, same batch and initial state
+            synced = results["dtn_pretrain"]  # run before it, same batch and initial state
             assert max(worst_relative(per_device, synced).values()) > 1e-6, "bn_sync=False changed nothing"
         else:
-            results[name] = check_method(name, CASES[name]())
+            results[name] = check_method(name, CASES[name](), steps=STEPS.get(name, 1))
         print(f"  {time.process_time() - t:.1f} s CPU", flush=True)
     if len(paths) == 2:
         with jax.enable_x64(False):  # the float32 state the 1-device process saved

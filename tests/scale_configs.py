@@ -79,7 +79,8 @@ def dtn(stage1=False):
 
 
 # Every registered method once (the test runs them in two processes side by side). CycleGAN
-# with BatchNorm: its pools, and BatchNorm both ways; plain CycleGAN is tests/test_data_parallel.py.
+# with BatchNorm: its pools and synchronised BatchNorm (InstanceNorm, the default, is per
+# sample: nothing crosses devices); per-device BatchNorm runs on dtn_pretrain's f.
 CASES = {
     "cyclegan_batchnorm": lambda: cyclegan(norm="batch"),
     "unit": unit,

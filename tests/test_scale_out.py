@@ -150,8 +150,9 @@ def test_every_method_on_8_devices_equals_one_device_and_checkpoints_cross_devic
 
     worker = [sys.executable, "-m", "tests.multidevice_worker"]
     # Balanced by measured CPU time (compiles dominate: two per case, sharded and not).
-    jobs = [worker + ["cyclegan_batchnorm", "bn_per_device", "bn_layer", ckpt_in, ckpt_out],
-            worker + ["unit", "unit_da", "ufdn_uda", "ufdn_translation", "dtn_pretrain", "dtn"]]
+    jobs = [worker + ["cyclegan_batchnorm", "dtn_pretrain", "bn_per_device", "bn_layer",
+                      "ufdn_translation", ckpt_in, ckpt_out],
+            worker + ["unit", "unit_da", "ufdn_uda", "dtn"]]
     procs = [subprocess.Popen(cmd, cwd=REPO, env=_env(8), stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for cmd in jobs]
     outputs = _communicate_all(procs, timeout=1500)

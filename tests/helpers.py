@@ -124,3 +124,13 @@ def assert_params_match(i: int, name: str, params, net: torch.nn.Module, cancell
     worst = max(np.max(np.abs(ours[k] - theirs[k])) for k in kept)
     assert worst / scale < 1e-9, (i, name, worst / scale)
     return ours, theirs, kept
+
+
+def sized_config(config, size: int, batch_size: int, overrides: dict):
+    """`config` on square `size` images (image, crop and load size) in batches of
+    `batch_size`, then `overrides` set key by key."""
+    config.data.image_size = config.data.crop_size = config.data.load_size = size
+    config.batch_size = batch_size
+    for key, value in overrides.items():
+        config[key] = value
+    return config

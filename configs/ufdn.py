@@ -15,8 +15,8 @@ Presets:
 
 import ml_collections
 
+from configs.unit import add_run_keys
 from unpaired.data.config import data_config
-from unpaired.eval.config import add_eval_keys
 
 
 def _conv(out, norm="bn", act="LeakyReLU"):
@@ -67,22 +67,8 @@ def get_config(preset: str = "digits") -> ml_collections.ConfigDict:
     c.beta1 = 0.5
     c.beta2 = 0.999
     c.batch_size = 32           # per domain (the reference's batch of each loader)
-    # Generic run keys (the loop plans by epochs unless max_steps is set).
-    c.n_epochs = 1
-    c.n_epochs_decay = 0
-    c.epoch_count = 1
-    # Execution.
-    c.dtype = "float32"
-    c.max_steps = 250000        # the reference's total_step
-    c.log_every = 100
-    c.sample_every = 1000
-    c.checkpoint_every = 5000
-    c.keep_checkpoints = 3
-    c.init_from = ""
-    c.init_networks = ""
-    c.verify_checkpoints = True
-    add_eval_keys(c)           # eval_every (0: off) and the eval block (unpaired.eval)
-    c.bn_sync = True  # BatchNorm statistics over the global batch; False: per device (docs/scaling.md)
+    # Generic run keys; max_steps: the reference's total_step.
+    add_run_keys(c, max_steps=250000, log_every=100, sample_every=1000, checkpoint_every=5000)
     c.data = _data("folder")
 
     if preset == "digits":

@@ -83,23 +83,10 @@ def get_config(preset: str = "folder") -> ml_collections.ConfigDict:
     c.step_size = 100000
     c.gamma = 0.5
     c.batch_size = 1
-    # The generic loop's epoch keys: UNIT counts iterations (max_steps); one epoch is the
-    # shorter domain, as the reference's zip of the two loaders.
-    c.n_epochs = 1
-    c.n_epochs_decay = 0
-    c.epoch_count = 1
-    # Execution.
-    c.dtype = "float32"           # float32 (parity) | bfloat16
-    c.max_steps = 1000000         # the reference's max_iter
-    c.log_every = 10
-    c.sample_every = 10000
-    c.checkpoint_every = 10000
-    c.keep_checkpoints = 3
-    c.init_from = ""              # a workdir, or an official gen_XXXXXXXX.pt / dis_XXXXXXXX.pt
-    c.init_networks = ""          # e.g. gen_a,gen_b (from a gen file) or dis_a,dis_b
-    c.verify_checkpoints = True
-    add_eval_keys(c)           # eval_every (0: off) and the eval block (unpaired.eval)
-    c.bn_sync = True  # BatchNorm statistics over the global batch; False: per device (docs/scaling.md)
+    # UNIT counts iterations (max_steps, the reference's max_iter); one epoch is the shorter
+    # domain, as the reference's zip of the two loaders. init_from: a workdir, or an official
+    # gen_XXXXXXXX.pt / dis_XXXXXXXX.pt with init_networks e.g. gen_a,gen_b or dis_a,dis_b.
+    add_run_keys(c, max_steps=1000000, log_every=10, sample_every=10000, checkpoint_every=10000)
     c.data = data_config()
     c.data.load_size = 256        # new_size: shorter side resized to 256, random 256 crop, flip
     c.data.crop_size = 256
@@ -107,19 +94,13 @@ def get_config(preset: str = "folder") -> ml_collections.ConfigDict:
     if preset == "folder":
         pass
     elif preset == "digits":
-        c.input_dim_a = c.input_dim_b = 1
+        _digits_run(c)
         c.gen_dim = 8
         c.gen_n_res = 2
         c.dis_dim = 8
         c.dis_n_layer = 3
-        c.batch_size = 8
         c.lr = 2e-4
-        c.max_steps = 300
         c.step_size = 200
-        c.log_every = 25
-        c.sample_every = 100
-        c.checkpoint_every = 100
-        c.data = _digits_data()
     elif preset in ("folder_v02", "digits_v02"):
         # version_02 blondhair.yaml: COCOResGen2 + COCOSharedDis, sigmoid-BCE GAN,
         # gan_w 10 (lambda0), ll_direct/ll_cycle 100 (lambda2, lambda4), kl 0.1 (lambda1, lambda3),
@@ -132,20 +113,46 @@ def get_config(preset: str = "folder") -> ml_collections.ConfigDict:
         c.max_steps = 2000000
         c.data.load_size = c.data.crop_size = 128
         if preset == "digits_v02":
-            c.input_dim_a = c.input_dim_b = 1
+            _digits_run(c)
             c.gen_dim, c.dis_dim = 8, 8
             c.gen_n_enc_res_blk = c.gen_n_gen_res_blk = 1
             c.dis_n_shared_layer = 2
-            c.batch_size = 8
-            c.max_steps = 300
-            c.log_every = 25
-            c.sample_every = 100
-            c.checkpoint_every = 100
-            c.data = _digits_data()
     else:
         raise ValueError(f"unknown unit preset {preset!r}; expected folder, digits, folder_v02, "
                          f"digits_v02, {', '.join(DA_PRESETS)}")
     return c
+
+
+def add_run_keys(c: ml_collections.ConfigDict, *, max_steps: int, log_every: int,
+                 sample_every: int, checkpoint_every: int) -> ml_collections.ConfigDict:
+    """The generic loop's keys for a method that counts its run in iterations (UNIT, UNIT DA,
+    UFDN): one epoch, float32, 3 checkpoints kept and verified, no staged start, eval keys."""
+    c.n_epochs = 1                # the loop's epoch keys; the run is counted in max_steps
+    c.n_epochs_decay = 0
+    c.epoch_count = 1
+    c.dtype = "float32"           # float32 (parity) | bfloat16
+    c.max_steps = max_steps
+    c.log_every = log_every
+    c.sample_every = sample_every
+    c.checkpoint_every = checkpoint_every
+    c.keep_checkpoints = 3
+    c.init_from = ""              # a workdir, or the method's official weights file
+    c.init_networks = ""          # which networks to take from it (all: empty)
+    c.verify_checkpoints = True
+    add_eval_keys(c)           # eval_every (0: off) and the eval block (unpaired.eval)
+    c.bn_sync = True  # BatchNorm statistics over the global batch; False: per device (docs/scaling.md)
+    return c
+
+
+def _digits_run(c: ml_collections.ConfigDict) -> None:
+    """The digits presets' grayscale built-in digits and short CPU run (300 steps of 8)."""
+    c.input_dim_a = c.input_dim_b = 1
+    c.batch_size = 8
+    c.max_steps = 300
+    c.log_every = 25
+    c.sample_every = 100
+    c.checkpoint_every = 100
+    c.data = _digits_data()
 
 
 def _digits_data() -> ml_collections.ConfigDict:
@@ -185,20 +192,8 @@ def da_config(preset: str) -> ml_collections.ConfigDict:
     c.weight_decay = 5e-4
     c.batch_size = 64             # per domain
     c.test_batch_size = 100       # target test-set evaluation at the end
-    c.n_epochs = 1                # the loop's epoch keys; the run is counted in max_steps
-    c.n_epochs_decay = 0
-    c.epoch_count = 1
-    c.dtype = "float32"
-    c.max_steps = 200000          # max_iterations
-    c.log_every = 10
-    c.sample_every = 500
-    c.checkpoint_every = 1000
-    c.keep_checkpoints = 3
-    c.init_from = ""
-    c.init_networks = ""
-    c.verify_checkpoints = True
-    add_eval_keys(c)           # eval_every (0: off) and the eval block (unpaired.eval)
-    c.bn_sync = True  # BatchNorm statistics over the global batch; False: per device (docs/scaling.md)
+    # max_steps: the yaml's max_iterations.
+    add_run_keys(c, max_steps=200000, log_every=10, sample_every=500, checkpoint_every=1000)
     c.data = data_config("idx", preprocess="none", load_size=32, crop_size=32, no_flip=True,
                          num_workers=2)
     c.data.image_size = 32        # MNIST 28 and USPS 16 are resized (bicubic) to 32

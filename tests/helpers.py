@@ -71,3 +71,66 @@ def biases_before_instance_norm(net: torch.nn.Module) -> set:
                         isinstance(nxt, torch.nn.InstanceNorm2d) and child.bias is not None:
                     keys.add(f"{prefix}.{name}.bias" if prefix else f"{name}.bias")
     return keys
+
+
+def state_from_torch(method, tnets: dict, names, dtype=torch.float32, seed: int = 42):
+    """`method`'s step-0 TrainState holding the torch nets' weights (key `seed`); float64
+    leaves, built under x64, when the nets are torch.float64."""
+    import jax
+    import jax.numpy as jnp
+
+    from unpaired import torch_io
+
+    variables = {n: torch_io.from_state_dict(tnets[n].state_dict(), method.network_template(n))
+                 for n in names}
+    if dtype != torch.float64:
+        return method.state_from_variables(variables, jax.random.key(seed))
+    with x64():
+        variables = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), variables)
+        return method.state_from_variables(variables, jax.random.key(seed))
+
+
+def assert_grads_match(ours: dict, expected: dict, tol: float = 1e-9) -> None:
+    """Our per-network gradient trees, keyed `net/state_dict key`, against torch's `expected`
+    (`grad_errors`: each tensor to `tol` of its own scale)."""
+    from unpaired import torch_io
+
+    flat = {f"{name}/{k}": v for name, grads in ours.items()
+            for k, v in torch_io.to_state_dict({"params": grads}).items()}
+    errors = grad_errors(flat, expected)
+    assert max(errors.values()) < tol, max(errors.items(), key=lambda kv: kv[1])
+
+
+def assert_step_losses_match(i: int, metrics: dict, terms: dict) -> None:
+    """Step i's logged losses against the reference's (torch scalars) to 1e-9, floored at 1e-3."""
+    for name, value in terms.items():
+        value = float(value.detach())
+        assert abs(float(metrics[name]) - value) <= 1e-9 * max(abs(value), 1e-3), (i, name)
+
+
+def assert_params_match(i: int, name: str, params, net: torch.nn.Module, cancelled: set,
+                        bias_bound: float) -> tuple[dict, dict, list]:
+    """Network `name`'s parameters after step i against the torch net's: the `cancelled` biases
+    (rounding-noise gradients on both sides) within `bias_bound`, the rest (network-wise) to
+    1e-9 of the net's largest weight. Returns ours, theirs (state_dict layout) and kept keys."""
+    from unpaired import torch_io
+
+    ours = torch_io.to_state_dict({"params": params})
+    theirs = {k: v.detach().numpy() for k, v in net.state_dict().items()}
+    for key in cancelled:  # noise-driven on both sides
+        assert np.max(np.abs(ours[key] - theirs[key])) < bias_bound, (i, name, key)
+    kept = [k for k in theirs if k not in cancelled]
+    scale = max(np.max(np.abs(theirs[k])) for k in kept)
+    worst = max(np.max(np.abs(ours[k] - theirs[k])) for k in kept)
+    assert worst / scale < 1e-9, (i, name, worst / scale)
+    return ours, theirs, kept
+
+
+def sized_config(config, size: int, batch_size: int, overrides: dict):
+    """`config` on square `size` images (image, crop and load size) in batches of
+    `batch_size`, then `overrides` set key by key."""
+    config.data.image_size = config.data.crop_size = config.data.load_size = size
+    config.batch_size = batch_size
+    for key, value in overrides.items():
+        config[key] = value
+    return config

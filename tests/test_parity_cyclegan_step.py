@@ -23,7 +23,8 @@ from configs import cyclegan as cyclegan_config
 from unpaired import methods, pool, torch_io
 from unpaired.methods import cyclegan as cyclegan_method
 
-from tests.helpers import biases_before_instance_norm, grad_errors, nchw, rel_err, x64
+from tests.helpers import (assert_grads_match, assert_params_match, biases_before_instance_norm,
+                           nchw, rel_err, x64)
 from unpaired.torch_reference import cyclegan as ref
 
 SIZE, BATCH, WIDTH = 32, 2, 4
@@ -142,12 +143,7 @@ def test_total_loss_gradients_match_in_float64(fuse_passes):
         dd = jax.jit(jax.grad(method.discriminator_loss, has_aux=True))(
             d_params, state.model_state, batch, aux["fakes"]["fake_A"], aux["fakes"]["fake_B"],
             jax.random.key(1))[0]
-    ours = {}
-    for name, grads in {**dg, **dd}.items():
-        for key, value in torch_io.to_state_dict({"params": grads}).items():
-            ours[f"{name}/{key}"] = value
-    errors = grad_errors(ours, expected)
-    assert max(errors.values()) < 1e-9, max(errors.items(), key=lambda kv: kv[1])
+    assert_grads_match({**dg, **dd}, expected)
 
 
 def test_three_training_steps_match_the_reference_in_float64():
@@ -177,15 +173,9 @@ def test_three_training_steps_match_the_reference_in_float64():
                 assert abs(float(metrics[name]) - value) <= 1e-9 * max(abs(value), 1e-3), (i, name)
             for name, net in (("G_A", reference.netG_A), ("G_B", reference.netG_B),
                               ("D_A", reference.netD_A), ("D_B", reference.netD_B)):
-                ours = torch_io.to_state_dict({"params": state.params[name]})
-                theirs = {k: v.numpy() for k, v in net.state_dict().items()}
-                cancelled = biases_before_instance_norm(net)
-                for key in cancelled:  # noise-driven on both sides; must stay noise-sized
-                    assert np.max(np.abs(ours[key] - theirs[key])) < 1e-7, (i, name, key)
-                kept = [k for k in theirs if k not in cancelled]
-                scale = max(np.max(np.abs(theirs[k])) for k in kept)
-                worst = max(np.max(np.abs(ours[k] - theirs[k])) for k in kept)
-                assert worst / scale < 1e-9, (i, name, worst / scale)  # network-wise
+                # cancelled biases: noise-driven on both sides; must stay noise-sized
+                ours, theirs, kept = assert_params_match(
+                    i, name, state.params[name], net, biases_before_instance_norm(net), 1e-7)
                 for key in kept:  # and no tensor on its own scale is off (a wrong rule is O(1))
                     assert rel_err(ours[key], theirs[key]) < 1e-7, (i, name, key)
     assert int(state.step) == 3

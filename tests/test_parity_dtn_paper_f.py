@@ -7,12 +7,11 @@ import jax
 import numpy as np
 import torch
 
-from unpaired.nets import dtn as nets
 from unpaired.torch_reference import dtn as ref
 
 from tests.helpers import grad_errors, nchw, rel_err, x64
-from tests.test_parity_dtn_step import (SCOPE, _assert_close, batch_of, build, tf_named,
-                                        tiny_config, torch_named)
+from tests.test_parity_dtn_step import (SCOPE, assert_pretrain_steps_match, batch_of, build,
+                                        tf_named, tiny_config, torch_named)
 
 
 def test_paper_f_features_and_logits_match_in_float32():
@@ -38,19 +37,7 @@ def test_paper_f_features_and_logits_match_in_float32():
 
 
 def test_three_pretrain_steps_with_the_paper_f_match_in_float64():
-    config = tiny_config(stage1=True, f_arch="paper")
-    method, state, tnets = build(config, torch.float64)
-    reference = ref.PretrainReference(tnets["f"], lr=config.lr, beta1=config.beta1,
-                                      beta2=config.beta2, eps=config.adam_eps)
-    step = jax.jit(method.train_step)
-    with x64():
-        for i in range(3):
-            batch = batch_of(config, 30 + i, np.float64)
-            loss = reference.step(nchw(batch["B"]), torch.as_tensor(batch["B_label"]).long())
-            state, metrics = step(state, batch)
-            assert abs(float(metrics["f"]) - loss) <= 1e-9 * abs(loss), i
-            ours = nets.to_tf("f", {"params": state.params["f"]})
-            _assert_close(ours, ref.tf_state(tnets["f"], SCOPE["f"]), i)
+    assert_pretrain_steps_match(tiny_config(stage1=True, f_arch="paper"), 30)
 
 
 def test_stage2_gradients_with_the_paper_f_match_in_float64():

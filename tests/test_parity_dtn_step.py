@@ -202,17 +202,25 @@ def test_three_stage2_steps_match_the_reference_in_float64():
     jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, state.params["f"]), f_before)
 
 
-def test_three_pretrain_steps_match_the_reference_in_float64():
-    config = tiny_config(stage1=True)
+def assert_pretrain_steps_match(config, first_seed):
+    """Three stage-1 steps in float64 against `PretrainReference`, batches from `first_seed`:
+    f's loss to 1e-9 and its weights (with its BN statistics, where it has BN) after each."""
     method, state, tnets = build(config, torch.float64)
     reference = ref.PretrainReference(tnets["f"], lr=config.lr, beta1=config.beta1,
                                       beta2=config.beta2, eps=config.adam_eps)
     step = jax.jit(method.train_step)
     with x64():
         for i in range(3):
-            batch = batch_of(config, 20 + i, np.float64)
+            batch = batch_of(config, first_seed + i, np.float64)
             loss = reference.step(nchw(batch["B"]), torch.as_tensor(batch["B_label"]).long())
             state, metrics = step(state, batch)
             assert abs(float(metrics["f"]) - loss) <= 1e-9 * abs(loss), i
-            ours = nets.to_tf("f", {"params": state.params["f"], "batch_stats": state.model_state["f"]})
-            _assert_close(ours, ref.tf_state(tnets["f"], "content_extractor"), i)
+            variables = {"params": state.params["f"]}
+            if state.model_state["f"]:
+                variables["batch_stats"] = state.model_state["f"]
+            _assert_close(nets.to_tf("f", variables), ref.tf_state(tnets["f"], SCOPE["f"]), i)
+
+
+def test_three_pretrain_steps_match_the_reference_in_float64():
+    config = tiny_config(stage1=True)
+    assert_pretrain_steps_match(config, 20)

@@ -13,23 +13,18 @@ import pytest
 import torch
 
 from configs import ufdn as ufdn_config
-from unpaired import methods, torch_io
+from unpaired import methods
 from unpaired.torch_reference import ufdn as ref
 
 from tests.helpers import nchw, rel_err, x64
-from tests.test_parity_ufdn_step import biases_before_batch_norm, to_f64
+from tests.test_parity_ufdn_step import (SIZE, assert_networks_match, tiny_vae, to_f64,
+                                         torch_variables)
 
-BATCH, SIZE = 3, 16
+BATCH = 3
 
 
 def tiny_config():
-    config = ufdn_config.get_config("uda")
-    config.batch_size = BATCH
-    config.data.image_size = config.data.load_size = config.data.crop_size = SIZE
-    conv = lambda out, norm="bn", act="LeakyReLU": ["conv", out, 4, 2, 1, norm, act]
-    config.encoder = [conv(4), conv(8), conv(8), conv(6, "", "")]
-    config.decoder = [conv(8) + [True], conv(8) + [False], conv(4) + [False],
-                      conv(3, "", "Tanh") + [False]]
+    config = tiny_vae(ufdn_config.get_config("uda"), BATCH)
     config.D_feat = [["fc", 8, "", "LeakyReLU", 0], ["fc", 2, "", "", 0]]
     config.lambdas.feat_domain = (0.1, 0.3, 2)
     config.lambdas.pix_recon = (2.0, 1.0, 3)
@@ -37,18 +32,18 @@ def tiny_config():
     return config
 
 
-def build(dtype):
+def build(dtype, objective="code"):
     config = tiny_config()
+    config.objective = objective
     torch.manual_seed(0)
     tnets = {"vae": ref.UFDN(config.encoder, config.decoder, 2),
              "D_feat": ref.Discriminator(config.D_feat, 6),
              "D_digit": ref.Discriminator(config.D_digit, 6)}
     tnets = {k: v.to(dtype) for k, v in tnets.items()}
     method = methods.build(config)
-    templates = method.init_variables(jax.random.key(0))
-    variables = {n: torch_io.from_state_dict(t.state_dict(), templates[n]) for n, t in tnets.items()}
+    variables = torch_variables(method, tnets)
     reference = ref.UFDNUdaReference(tnets["vae"], tnets["D_feat"], tnets["D_digit"],
-                                     config.lambdas.to_dict(), lr=config.lr)
+                                     config.lambdas.to_dict(), lr=config.lr, objective=objective)
     return method, variables, reference, tnets
 
 
@@ -67,8 +62,10 @@ def torch_inputs(batch, dtype):
     return x, code, labels
 
 
-def run_steps(dtype, jdtype, np_dtype, steps, tol):
-    method, variables, reference, tnets = build(dtype)
+def run_steps(dtype, jdtype, np_dtype, steps, tol, objective="code", on_step=None):
+    """`steps` uda steps on both sides from the same weights, every loss term within `tol`;
+    `on_step(metrics)` checks more after each."""
+    method, variables, reference, tnets = build(dtype, objective)
     state = method.state_from_variables(variables, jax.random.key(3))
     if jdtype == jnp.float64:
         state = to_f64(state)
@@ -83,6 +80,8 @@ def run_steps(dtype, jdtype, np_dtype, steps, tol):
         terms = reference.step(*torch_inputs(batch, dtype), noise)
         for name, value in terms.items():
             assert rel_err(metrics[name], value.numpy()) < tol, (s, name)
+        if on_step is not None:
+            on_step(metrics)
     return method, state, tnets
 
 
@@ -93,22 +92,7 @@ def test_uda_loss_terms_match_in_float32():
 def test_uda_parameters_after_three_steps_match_in_float64():
     with x64():
         method, state, tnets = run_steps(torch.float64, jnp.float64, np.float64, 3, 1e-9)
-    lr = tiny_config().lr
-    for name, net in tnets.items():
-        variables = {"params": state.params[name]}
-        if state.model_state[name]:
-            variables["batch_stats"] = state.model_state[name]
-        ours = torch_io.to_state_dict(variables)
-        theirs = net.state_dict()
-        assert set(ours) == set(theirs)
-        scale = max(float(v.abs().max()) for v in theirs.values() if v.dtype.is_floating_point)
-        cancelled = biases_before_batch_norm(net)
-        for k, v in theirs.items():
-            if v.dtype.is_floating_point:
-                err = float(np.max(np.abs(np.asarray(ours[k]) - v.numpy())))
-                assert err < (3 * lr if k in cancelled else 1e-9 * scale), (name, k, err)
-            else:
-                assert int(ours[k]) == int(v), (name, k)
+    assert_networks_match(state, tnets, tiny_config().lr)
 
 
 def test_mixed_batch_labels_and_inversion_augmentation():

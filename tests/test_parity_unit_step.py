@@ -10,31 +10,36 @@ an absolute bound, as in the CycleGAN step test.
 """
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
 
 from configs import unit as unit_config
-from unpaired import methods, torch_io
+from unpaired import methods
 
-from tests.helpers import grad_errors, nchw, nhwc, rel_err, x64
+from tests.helpers import (assert_grads_match, assert_params_match, assert_step_losses_match,
+                           nchw, nhwc, rel_err, state_from_torch, x64)
 from unpaired.torch_reference import unit as ref
 
 SIZE, BATCH = 16, 2
 NETS = ("gen_a", "gen_b", "dis_a", "dis_b")
 
 
-def tiny_config(**overrides):
+def small_config(**overrides):
+    """The folder preset at tiny widths and SIZE crops, StepLR(2, 0.5), then `overrides`."""
     config = unit_config.get_config("folder")
     config.gen_dim, config.gen_n_res, config.dis_dim, config.dis_n_layer = 4, 1, 4, 2
     config.data.crop_size = SIZE
     config.batch_size = BATCH
     config.step_size, config.gamma = 2, 0.5  # the lr halves within the 3 compared steps
-    config.recon_kl_w, config.recon_kl_cyc_w = 0.3, 0.2  # KL terms weigh in visibly
     for key, value in overrides.items():
         config[key] = value
     return config
+
+
+def tiny_config(**overrides):
+    # KL terms weigh in visibly
+    return small_config(**{"recon_kl_w": 0.3, "recon_kl_cyc_w": 0.2, **overrides})
 
 
 def hyper(config):
@@ -43,19 +48,17 @@ def hyper(config):
     return {k: config[k] for k in keys}
 
 
-def build(config, dtype=torch.float32):
+def build_nets(config, dtype=torch.float32):
+    """The reference's freshly initialised networks, our method and its state holding them."""
     tnets = ref.build_unit(3, 3, config.gen_dim, config.gen_n_downsample, config.gen_n_res,
                            config.dis_dim, config.dis_n_layer, config.dis_num_scales)
     tnets = {k: v.to(dtype) for k, v in tnets.items()}
     method = methods.build(config)
-    variables = {n: torch_io.from_state_dict(tnets[n].state_dict(), method.network_template(n))
-                 for n in NETS}
-    if dtype == torch.float64:
-        with x64():
-            variables = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), variables)
-            state = method.state_from_variables(variables, jax.random.key(42))
-    else:
-        state = method.state_from_variables(variables, jax.random.key(42))
+    return tnets, method, state_from_torch(method, tnets, NETS, dtype)
+
+
+def build(config, dtype=torch.float32):
+    tnets, method, state = build_nets(config, dtype)
     return method, state, ref.UNITReference(tnets, hyper(config))
 
 
@@ -129,10 +132,18 @@ def test_total_loss_gradients_match_in_float64():
         d = {n: state.params[n] for n in ("dis_a", "dis_b")}
         dd = jax.jit(jax.grad(method.discriminator_loss, has_aux=True))(d, g, batch, dn)[0]
         dg = jax.jit(jax.grad(method.generator_loss, has_aux=True))(g, d, batch, gn)[0]
-    ours = {f"{name}/{k}": v for name, grads in {**dd, **dg}.items()
-            for k, v in torch_io.to_state_dict({"params": grads}).items()}
-    errors = grad_errors(ours, expected)
-    assert max(errors.values()) < 1e-9, max(errors.items(), key=lambda kv: kv[1])
+    assert_grads_match({**dd, **dg}, expected)
+
+
+def float64_iteration(reference, config, i):
+    """Iteration i's float64 batch and noise, run through the reference's step first: the
+    batch, our step's noise and the reference's losses by name (D, G and every term)."""
+    batch = batch_of(10 + i, np.float64)
+    t_dn, dn = noise_of(20 + i, config, ("n_a", "n_b"), torch.float64)
+    t_gn, gn = noise_of(30 + i, config, ("n_a", "n_b", "n_a_recon", "n_b_recon"), torch.float64)
+    (d_loss, d_terms), (g_loss, g_terms) = reference.step(
+        nchw(batch["A"]), nchw(batch["B"]), t_dn, t_gn)
+    return batch, {"dis": dn, "gen": gn}, {**d_terms, **g_terms, "D": d_loss, "G": g_loss}
 
 
 def _cancelled_biases(net):
@@ -149,30 +160,16 @@ def test_three_training_steps_match_the_reference_in_float64():
     lrs = []
     with x64():
         for i in range(3):
-            batch = batch_of(10 + i, np.float64)
-            t_dn, dn = noise_of(20 + i, config, ("n_a", "n_b"), torch.float64)
-            t_gn, gn = noise_of(30 + i, config, ("n_a", "n_b", "n_a_recon", "n_b_recon"),
-                                torch.float64)
-            (d_loss, d_terms), (g_loss, g_terms) = reference.step(
-                nchw(batch["A"]), nchw(batch["B"]), t_dn, t_gn)
+            batch, noise, losses = float64_iteration(reference, config, i)
             lr_used = reference.gen_opt.param_groups[0]["lr"]
             lrs.append(lr_used)
-            state, metrics = step(state, batch, {"dis": dn, "gen": gn})
+            state, metrics = step(state, batch, noise)
             assert abs(float(metrics["lr"]) - lr_used) <= 1e-7 * lr_used, (i, lr_used)
-            for name, value in {**d_terms, **g_terms, "D": d_loss, "G": g_loss}.items():
-                value = float(value.detach())
-                assert abs(float(metrics[name]) - value) <= 1e-9 * max(abs(value), 1e-3), (i, name)
+            assert_step_losses_match(i, metrics, losses)
             for name in NETS:
                 net = getattr(reference, name)
-                ours = torch_io.to_state_dict({"params": state.params[name]})
-                theirs = {k: v.detach().numpy() for k, v in net.state_dict().items()}
-                cancelled = _cancelled_biases(net)
-                for key in cancelled:  # noise-driven on both sides: at most a few lr-sized steps
-                    assert np.max(np.abs(ours[key] - theirs[key])) < 8 * config.lr, (i, name, key)
-                kept = [k for k in theirs if k not in cancelled]
-                scale = max(np.max(np.abs(theirs[k])) for k in kept)
-                worst = max(np.max(np.abs(ours[k] - theirs[k])) for k in kept)
-                assert worst / scale < 1e-9, (i, name, worst / scale)
+                ours, theirs, kept = assert_params_match(i, name, state.params[name], net,
+                                                         _cancelled_biases(net), 8 * config.lr)
                 for key in kept:
                     assert rel_err(ours[key], theirs[key]) < 1e-7, (i, name, key)
     assert lrs == [1e-4, 5e-5, 5e-5]  # StepLR(2, 0.5) stepped before each update

@@ -11,15 +11,15 @@ the master step test.
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
 
 from configs import unit as unit_config
-from unpaired import methods, torch_io
+from unpaired import methods
 
-from tests.helpers import biases_before_instance_norm, grad_errors, nchw, nhwc, rel_err, x64
+from tests.helpers import (assert_grads_match, assert_params_match, assert_step_losses_match,
+                           biases_before_instance_norm, nchw, nhwc, rel_err, state_from_torch, x64)
 from unpaired.torch_reference import unit_v02 as ref
 
 SIZE, BATCH = 8, 2
@@ -51,14 +51,7 @@ def hyper(config):
 def build(config, dtype=torch.float32):
     tnets = {k: v.to(dtype) for k, v in ref.build_unit_v02(config).items()}
     method = methods.build(config)
-    variables = {n: torch_io.from_state_dict(tnets[n].state_dict(), method.network_template(n))
-                 for n in NETS}
-    if dtype == torch.float64:
-        with x64():
-            variables = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), variables)
-            state = method.state_from_variables(variables, jax.random.key(42))
-    else:
-        state = method.state_from_variables(variables, jax.random.key(42))
+    state = state_from_torch(method, tnets, NETS, dtype)
     return method, state, ref.COCOGANReference(tnets, hyper(config))
 
 
@@ -128,6 +121,17 @@ def test_every_loss_term_matches_in_float32():
     assert float(g_aux["terms"]["enc_loss"]) > 0.5
 
 
+def float64_iteration(reference, config, i):
+    """Iteration i's float64 batch and noise, run through the reference's step first: the
+    batch, our step's noise and the reference's losses by name (D, G and every term)."""
+    batch = batch_of(10 + i, config, np.float64)
+    t_dn, dn = noise_of(20 + i, config, DIS_NOISE, torch.float64)
+    t_gn, gn = noise_of(30 + i, config, GEN_NOISE, torch.float64)
+    (d_loss, d_terms), (g_loss, g_terms) = reference.step(
+        nchw(batch["A"]), nchw(batch["B"]), t_dn, t_gn)
+    return batch, {"dis": dn, "gen": gn}, {**d_terms, **g_terms, "D": d_loss, "G": g_loss}
+
+
 def _named(prefix, net, grads):
     return {f"{prefix}/{k}": g.numpy() for (k, _), g in zip(net.named_parameters(), grads)}
 
@@ -148,10 +152,7 @@ def test_total_loss_gradients_match_in_float64():
         g, d = {"gen": state.params["gen"]}, {"dis": state.params["dis"]}
         dd = jax.jit(jax.grad(method.discriminator_loss, has_aux=True))(d, g, batch, dn)[0]
         dg = jax.jit(jax.grad(method.generator_loss, has_aux=True))(g, d, batch, gn)[0]
-    ours = {f"{name}/{k}": v for name, grads in {**dd, **dg}.items()
-            for k, v in torch_io.to_state_dict({"params": grads}).items()}
-    errors = grad_errors(ours, expected)
-    assert max(errors.values()) < 1e-9, max(errors.items(), key=lambda kv: kv[1])
+    assert_grads_match({**dd, **dg}, expected)
 
 
 def test_three_training_steps_match_the_reference_in_float64():
@@ -160,27 +161,14 @@ def test_three_training_steps_match_the_reference_in_float64():
     step = jax.jit(method.train_step)
     with x64():
         for i in range(3):
-            batch = batch_of(10 + i, config, np.float64)
-            t_dn, dn = noise_of(20 + i, config, DIS_NOISE, torch.float64)
-            t_gn, gn = noise_of(30 + i, config, GEN_NOISE, torch.float64)
-            (d_loss, d_terms), (g_loss, g_terms) = reference.step(
-                nchw(batch["A"]), nchw(batch["B"]), t_dn, t_gn)
-            state, metrics = step(state, batch, {"dis": dn, "gen": gn})
+            batch, noise, losses = float64_iteration(reference, config, i)
+            state, metrics = step(state, batch, noise)
             assert float(metrics["lr"]) == pytest.approx(config.lr, rel=1e-7)  # no decay
-            for name, value in {**d_terms, **g_terms, "D": d_loss, "G": g_loss}.items():
-                value = float(value.detach())
-                assert abs(float(metrics[name]) - value) <= 1e-9 * max(abs(value), 1e-3), (i, name)
+            assert_step_losses_match(i, metrics, losses)
             for name in NETS:
                 net = getattr(reference, name)
-                ours = torch_io.to_state_dict({"params": state.params[name]})
-                theirs = {k: v.detach().numpy() for k, v in net.state_dict().items()}
-                cancelled = biases_before_instance_norm(net)
-                for key in cancelled:  # noise-driven on both sides: a few lr-sized steps at most
-                    assert np.max(np.abs(ours[key] - theirs[key])) < 8 * config.lr, (i, name, key)
-                kept = [k for k in theirs if k not in cancelled]
-                scale = max(np.max(np.abs(theirs[k])) for k in kept)
-                worst = max(np.max(np.abs(ours[k] - theirs[k])) for k in kept)
-                assert worst / scale < 1e-9, (i, name, worst / scale)
+                assert_params_match(i, name, state.params[name], net,
+                                    biases_before_instance_norm(net), 8 * config.lr)
     assert int(state.step) == 3
 
 

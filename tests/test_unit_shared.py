@@ -9,6 +9,8 @@ import pytest
 from configs import unit as unit_config
 from unpaired import config_validation, methods
 
+from tests.helpers import sized_config
+
 SIZE = 8
 
 
@@ -17,11 +19,7 @@ def shared_config(**overrides):
     config.gen_dim, config.gen_n_res, config.dis_dim = 2, 2, 2
     config.dis_n_layer, config.dis_num_scales = 2, 2
     config.gen_shared_blocks, config.dis_shared_layers = 1, 1
-    config.data.image_size = config.data.crop_size = config.data.load_size = SIZE
-    config.batch_size = 2
-    for key, value in overrides.items():
-        config[key] = value
-    return config
+    return sized_config(config, SIZE, 2, overrides)
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,8 @@ from configs import unit as unit_config
 from unpaired import methods
 from unpaired.config_checks import ConfigError
 
+from tests.helpers import sized_config
+
 SIZE = 8
 
 
@@ -18,11 +20,7 @@ def v02_config(**overrides):
     config.gen_dim, config.dis_dim = 2, 2
     config.gen_n_enc_front_blk = config.gen_n_gen_front_blk = 2
     config.dis_n_shared_layer = 1
-    config.data.image_size = config.data.crop_size = config.data.load_size = SIZE
-    config.batch_size = 2
-    for key, value in overrides.items():
-        config[key] = value
-    return config
+    return sized_config(config, SIZE, 2, overrides)
 
 
 @pytest.fixture(scope="module")

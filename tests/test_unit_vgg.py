@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from configs import unit as unit_config
-from unpaired import config_validation, methods, torch_io
+from unpaired import config_validation, methods
 from unpaired.nets import vgg as jvgg
 from unpaired.torch_reference import unit as ref
 from unpaired.torch_reference import vgg as tvgg
 
-from tests.helpers import nchw, nhwc, rel_err, x64
-from tests.test_parity_unit_step import _cancelled_biases, hyper, noise_of
+from tests.helpers import assert_params_match, assert_step_losses_match, nchw, nhwc, rel_err, x64
+from tests.test_parity_unit_step import (_cancelled_biases, batch_of, build_nets, float64_iteration,
+                                         hyper, noise_of, small_config)
 
 NARROW = (4, 4, 8, 8, 8)
 SIZE, BATCH = 16, 2
@@ -79,37 +79,13 @@ def test_loss_gradient_wrt_the_generated_image_matches_in_float64(tmp_path):
 
 
 def vgg_config(path, **overrides):
-    config = unit_config.get_config("folder")
-    config.gen_dim, config.gen_n_res, config.dis_dim, config.dis_n_layer = 4, 1, 4, 2
-    config.data.crop_size = SIZE
-    config.batch_size = BATCH
-    config.step_size, config.gamma = 2, 0.5
-    config.vgg_w, config.vgg_model_path = 0.7, path
-    for key, value in overrides.items():
-        config[key] = value
-    return config
+    return small_config(**{"vgg_w": 0.7, "vgg_model_path": path, **overrides})
 
 
 def _build(config, net, dtype):
-    tnets = ref.build_unit(3, 3, config.gen_dim, config.gen_n_downsample, config.gen_n_res,
-                           config.dis_dim, config.dis_n_layer, config.dis_num_scales)
-    tnets = {k: v.to(dtype) for k, v in tnets.items()}
-    method = methods.build(config)
-    variables = {n: torch_io.from_state_dict(tnets[n].state_dict(), method.network_template(n))
-                 for n in NETS}
-    if dtype == torch.float64:
-        with x64():
-            variables = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), variables)
-            state = method.state_from_variables(variables, jax.random.key(42))
-    else:
-        state = method.state_from_variables(variables, jax.random.key(42))
+    tnets, method, state = build_nets(config, dtype)
     hp = {**hyper(config), "vgg_w": config.vgg_w}
     return method, state, ref.UNITReference(tnets, hp, vgg=net.to(dtype))
-
-
-def _batch(seed, dtype=np.float32):
-    rng = np.random.RandomState(seed)
-    return {k: rng.uniform(-1, 1, (BATCH, SIZE, SIZE, 3)).astype(dtype) for k in "AB"}
 
 
 def test_unit_loss_terms_with_vgg_match_in_float32(tmp_path):
@@ -119,7 +95,7 @@ def test_unit_loss_terms_with_vgg_match_in_float32(tmp_path):
     method, state, reference = _build(config, net, torch.float32)
     assert set(state.buffers) == {"vgg"} and "vgg" not in state.params
     assert set(state.opt_state) == {"gen", "dis"}  # no optimizer state for the frozen VGG
-    batch = _batch(4)
+    batch = batch_of(4)
     t_gn, gn = noise_of(6, config, ("n_a", "n_b", "n_a_recon", "n_b_recon"))
     g = {n: state.params[n] for n in ("gen_a", "gen_b")}
     d = {n: state.params[n] for n in ("dis_a", "dis_b")}
@@ -140,27 +116,13 @@ def test_three_training_steps_with_vgg_match_in_float64(tmp_path):
     step = jax.jit(method.train_step)
     with x64():
         for i in range(3):
-            batch = _batch(10 + i, np.float64)
-            t_dn, dn = noise_of(20 + i, config, ("n_a", "n_b"), torch.float64)
-            t_gn, gn = noise_of(30 + i, config, ("n_a", "n_b", "n_a_recon", "n_b_recon"),
-                                torch.float64)
-            (d_loss, d_terms), (g_loss, g_terms) = reference.step(
-                nchw(batch["A"]), nchw(batch["B"]), t_dn, t_gn)
-            state, metrics = step(state, batch, {"dis": dn, "gen": gn})
-            for name, value in {**d_terms, **g_terms, "D": d_loss, "G": g_loss}.items():
-                value = float(value.detach())
-                assert abs(float(metrics[name]) - value) <= 1e-9 * max(abs(value), 1e-3), (i, name)
+            batch, noise, losses = float64_iteration(reference, config, i)
+            state, metrics = step(state, batch, noise)
+            assert_step_losses_match(i, metrics, losses)
             for name in NETS:
                 tnet = getattr(reference, name)
-                ours = torch_io.to_state_dict({"params": state.params[name]})
-                theirs = {k: v.detach().numpy() for k, v in tnet.state_dict().items()}
-                cancelled = _cancelled_biases(tnet)
-                for key in cancelled:
-                    assert np.max(np.abs(ours[key] - theirs[key])) < 8 * config.lr, (i, name, key)
-                kept = [k for k in theirs if k not in cancelled]
-                scale = max(np.max(np.abs(theirs[k])) for k in kept)
-                worst = max(np.max(np.abs(ours[k] - theirs[k])) for k in kept)
-                assert worst / scale < 1e-9, (i, name, worst / scale)
+                assert_params_match(i, name, state.params[name], tnet, _cancelled_biases(tnet),
+                                    8 * config.lr)
     for a, b in zip(jax.tree.leaves(vgg_before), jax.tree.leaves(state.buffers["vgg"])):
         np.testing.assert_array_equal(a, b)  # frozen
 

@@ -177,7 +177,28 @@ def _score_test_set(config: ml_collections.ConfigDict, domain: str, spec: DataSp
     return batched(lambda x: jitted(*args, x), test.images, config.batch_size), test.labels
 
 
-class DTNPretrain:
+class _DTNState:
+    """The TrainState plumbing both stages share, over the stage's `networks`, `groups`, `tx`,
+    `modules`, `_inputs()` (one zero batch per network) and `init_variables`."""
+
+    def state_from_variables(self, variables: Mapping[str, Any], key: Array) -> TrainState:
+        """A step-0 TrainState; a network in no group (stage 2's f) has no optimizer state."""
+        params = {n: variables[n]["params"] for n in self.networks}
+        model_state = {n: variables[n].get("batch_stats", {}) for n in self.networks}
+        opt_state = {g: self.tx[g].init({n: params[n] for n in ns}) for g, ns in self.groups.items()}
+        return TrainState(jnp.zeros((), jnp.int32), params, model_state, opt_state, {}, key)
+
+    def create_state(self, key: Array) -> TrainState:
+        init_key, state_key = jax.random.split(key)
+        return self.state_from_variables(self.init_variables(init_key), state_key)
+
+    def network_template(self, name: str) -> Any:
+        """Shapes and dtypes of network `name`'s variables."""
+        x = self._inputs()[name]
+        return jax.eval_shape(lambda: self.modules[name].init(jax.random.key(0), x, False))
+
+
+class DTNPretrain(_DTNState):
     """Stage 1: f (`content_extractor` with its `out` head) trained as a digit classifier."""
 
     name = "dtn_pretrain"
@@ -213,28 +234,13 @@ class DTNPretrain:
                                                    config.get("f_arch", "code"))}
         self.tx = {"f": _adam(config, _stage1_schedule(config, steps_per_epoch))}
 
+    def _inputs(self) -> dict[str, Array]:
+        size = self.config.data.crop_size
+        return {"f": jnp.zeros((1, size, size, self.config.input_nc))}
+
     def init_variables(self, key: Array) -> dict[str, Any]:
         """Glorot-uniform f, with its classifier head."""
-        size = self.config.data.crop_size
-        x = jnp.zeros((1, size, size, self.config.input_nc))
-        return {"f": self.modules["f"].init(key, x, False)}
-
-    def state_from_variables(self, variables: Mapping[str, Any], key: Array) -> TrainState:
-        """A step-0 TrainState around f's variables."""
-        params = {n: variables[n]["params"] for n in self.networks}
-        model_state = {n: variables[n].get("batch_stats", {}) for n in self.networks}
-        opt_state = {g: self.tx[g].init({n: params[n] for n in ns}) for g, ns in self.groups.items()}
-        return TrainState(jnp.zeros((), jnp.int32), params, model_state, opt_state, {}, key)
-
-    def create_state(self, key: Array) -> TrainState:
-        init_key, state_key = jax.random.split(key)
-        return self.state_from_variables(self.init_variables(init_key), state_key)
-
-    def network_template(self, name: str) -> Any:
-        """Shapes and dtypes of f's variables."""
-        size = self.config.data.crop_size
-        x = jnp.zeros((1, size, size, self.config.input_nc))
-        return jax.eval_shape(lambda: self.modules[name].init(jax.random.key(0), x, False))
+        return {"f": self.modules["f"].init(key, self._inputs()["f"], False)}
 
     def import_weights(self, path: str, names: tuple[str, ...]) -> dict[str, Any]:
         """f from a TF checkpoint (the reference's svhn_model-<step>), by variable name."""
@@ -302,7 +308,7 @@ class DTNPretrain:
         return result
 
 
-class DTN:
+class DTN(_DTNState):
     """Stage 2: the paper's objective (f frozen, ternary D) or, with config.variant='code',
     the public code's (binary D, f trained by L_CONST, five TF Adam groups)."""
 
@@ -378,22 +384,6 @@ class DTN:
         x = self._inputs()
         keys = jax.random.split(key, len(self.networks))
         return {n: self.modules[n].init(k, x[n], False) for n, k in zip(self.networks, keys)}
-
-    def state_from_variables(self, variables: Mapping[str, Any], key: Array) -> TrainState:
-        """A step-0 TrainState; f has no optimizer state (it is never updated)."""
-        params = {n: variables[n]["params"] for n in self.networks}
-        model_state = {n: variables[n].get("batch_stats", {}) for n in self.networks}
-        opt_state = {g: self.tx[g].init({n: params[n] for n in ns}) for g, ns in self.groups.items()}
-        return TrainState(jnp.zeros((), jnp.int32), params, model_state, opt_state, {}, key)
-
-    def create_state(self, key: Array) -> TrainState:
-        init_key, state_key = jax.random.split(key)
-        return self.state_from_variables(self.init_variables(init_key), state_key)
-
-    def network_template(self, name: str) -> Any:
-        """Shapes and dtypes of network `name`'s variables."""
-        x = self._inputs()[name]
-        return jax.eval_shape(lambda: self.modules[name].init(jax.random.key(0), x, False))
 
     def import_weights(self, path: str, names: tuple[str, ...]) -> dict[str, Any]:
         """f, g and/or D from a TF checkpoint (svhn_model-<step> for f, dtn-<step>)."""

@@ -51,6 +51,26 @@ def _halves(both: Array) -> tuple[Array, Array]:
     return pairs[:, 0], pairs[:, 1]
 
 
+def check_optimizer(config: ml_collections.ConfigDict) -> None:
+    """Raises ConfigError for an lr, StepLR gamma or Adam beta no run trains with (both archs)."""
+    if not config.lr > 0:
+        raise ConfigError(f"config.lr={config.lr!r} must be > 0")
+    if not 0 < config.gamma <= 1:
+        raise ConfigError(f"config.gamma={config.gamma!r} must be in (0, 1]")
+    for key in ("beta1", "beta2"):
+        if not 0 <= config[key] < 1:
+            raise ConfigError(f"config.{key}={config[key]!r} must be in [0, 1)")
+
+
+def check_size_multiple(config: ml_collections.ConfigDict, multiple: int, formula: str) -> None:
+    """Raises ConfigError unless the crop size is a multiple of the decoder's upsampling
+    `multiple` (spelt `formula` in the message): else the decoder would not give back its size."""
+    size = config.data.crop_size
+    if size % multiple:
+        raise ConfigError(f"config.data.crop_size={size} must be a multiple of {multiple} "
+                          f"({formula}) for the decoder to give back its size")
+
+
 def _noise(noise: Mapping[str, Array] | Array, name: str, names: tuple[str, ...], like: Array) -> Array:
     """Injected noise `noise[name]`, or N(0, I) shaped like `like` drawn from the key `noise`."""
     if isinstance(noise, Mapping):
@@ -144,13 +164,7 @@ class UNIT:
         for key in ("gen_n_downsample", "gan_w", "recon_x_w", "recon_kl_w", "recon_x_cyc_w",
                     "recon_kl_cyc_w", "weight_decay"):
             check_at_least(config, key, 0)
-        if not config.lr > 0:
-            raise ConfigError(f"config.lr={config.lr!r} must be > 0")
-        if not 0 < config.gamma <= 1:
-            raise ConfigError(f"config.gamma={config.gamma!r} must be in (0, 1]")
-        for key in ("beta1", "beta2"):
-            if not 0 <= config[key] < 1:
-                raise ConfigError(f"config.{key}={config[key]!r} must be in [0, 1)")
+        check_optimizer(config)
         shared_g, shared_d = config.get("gen_shared_blocks", 0), config.get("dis_shared_layers", 0)
         if not 0 <= shared_g <= config.gen_n_res:
             raise ConfigError(f"config.gen_shared_blocks={shared_g!r} must be in [0, config.gen_n_res="
@@ -165,10 +179,7 @@ class UNIT:
             raise ConfigError(f"config.recon_h_w={config.recon_h_w!r}: the reference's UNIT trainer "
                               "never reads it (a MUNIT key); set --config.recon_h_w=0")
         size = config.data.crop_size
-        multiple = 2**config.gen_n_downsample
-        if size % multiple:
-            raise ConfigError(f"config.data.crop_size={size} must be a multiple of {multiple} "
-                              f"(2**config.gen_n_downsample) for the decoder to give back its size")
+        check_size_multiple(config, 2**config.gen_n_downsample, "2**config.gen_n_downsample")
         if min(nets.discriminator_sizes(size, config.dis_n_layer, config.dis_num_scales)) < 1:
             raise ConfigError(
                 f"config.data.crop_size={size} is too small for config.dis_n_layer="
@@ -176,15 +187,20 @@ class UNIT:
                 "coarsest scale's map would be empty; use fewer layers or scales")
 
     # ----------------------------------------------------------------- build
-    def __init__(self, config: ml_collections.ConfigDict, steps_per_epoch: int = 1):
-        del steps_per_epoch  # the reference's schedule counts iterations
+    def _read_common(self, config: ml_collections.ConfigDict) -> Any:
+        """Sets the domains' channels, the image size and the loss weights both archs read;
+        returns the compute dtype config.dtype names (None: float32)."""
         if config.dtype not in COMPUTE_DTYPES:
             raise ValueError(f"unknown config.dtype {config.dtype!r}; expected one of {sorted(COMPUTE_DTYPES)}")
-        dtype = COMPUTE_DTYPES[config.dtype]
         self.channels = {"A": int(config.input_dim_a), "B": int(config.input_dim_b)}
         self.image_size = int(config.data.crop_size)
         self.w = {k: float(config[k]) for k in ("gan_w", "recon_x_w", "recon_kl_w",
                                                  "recon_x_cyc_w", "recon_kl_cyc_w")}
+        return COMPUTE_DTYPES[config.dtype]
+
+    def __init__(self, config: ml_collections.ConfigDict, steps_per_epoch: int = 1):
+        del steps_per_epoch  # the reference's schedule counts iterations
+        dtype = self._read_common(config)
         # The VGG perceptual loss: frozen VGG16 parameters, read once, carried in
         # state.buffers['vgg'] (a jit argument, not an executable constant; no optimizer state).
         self.w["vgg_w"] = float(config.get("vgg_w", 0.0))

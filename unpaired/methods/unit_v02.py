@@ -25,8 +25,8 @@ import numpy as np
 from unpaired import losses, torch_io
 from unpaired.config_checks import ConfigError, check_at_least, check_choice, check_present
 from unpaired.methods.translation import TranslationRequest
-from unpaired.methods.unit import (COMPUTE_DTYPES, LR_POLICIES, UNIT, _cat, _halves,
-                                   adam_coupled_l2, step_lr_schedule)
+from unpaired.methods.unit import (LR_POLICIES, UNIT, _cat, _halves, _noise, adam_coupled_l2,
+                                   check_optimizer, check_size_multiple, step_lr_schedule)
 from unpaired.nets import unit_v02 as nets
 from unpaired.weights import read_torch_file, write_torch_file
 
@@ -36,13 +36,6 @@ GEN_NOISE = ("n_a", "n_b", "n_ba", "n_ab")  # n_ba: re-encoding x_ba (-> x_bab);
 GEN_KEYS = ("gen_n_enc_front_blk", "gen_n_enc_res_blk", "gen_n_enc_shared_blk",
             "gen_n_gen_shared_blk", "gen_n_gen_res_blk", "gen_n_gen_front_blk")
 LEGACY_STATS = ("running_mean", "running_var", "num_batches_tracked")
-
-
-def _noise(noise: Mapping[str, Array] | Array, name: str, names: tuple[str, ...], like: Array) -> Array:
-    """Injected `noise[name]`, or N(0, I) shaped like `like` from the key `noise`."""
-    if isinstance(noise, Mapping):
-        return jnp.asarray(noise[name], like.dtype)
-    return jax.random.normal(jax.random.fold_in(noise, names.index(name)), like.shape, like.dtype)
 
 
 def validate_v02(config: ml_collections.ConfigDict) -> None:
@@ -74,17 +67,9 @@ def validate_v02(config: ml_collections.ConfigDict) -> None:
                           "loss; set --config.vgg_w=0")
     if config.recon_h_w != 0:
         raise ConfigError(f"config.recon_h_w={config.recon_h_w!r} is never read; set it to 0")
-    if not config.lr > 0:
-        raise ConfigError(f"config.lr={config.lr!r} must be > 0")
-    if not 0 < config.gamma <= 1:
-        raise ConfigError(f"config.gamma={config.gamma!r} must be in (0, 1]")
-    for key in ("beta1", "beta2"):
-        if not 0 <= config[key] < 1:
-            raise ConfigError(f"config.{key}={config[key]!r} must be in [0, 1)")
-    size, multiple = config.data.crop_size, 2 ** (config.gen_n_enc_front_blk - 1)
-    if size % multiple:
-        raise ConfigError(f"config.data.crop_size={size} must be a multiple of {multiple} "
-                          "(2**(config.gen_n_enc_front_blk - 1)) for the decoder to give back its size")
+    check_optimizer(config)
+    check_size_multiple(config, 2 ** (config.gen_n_enc_front_blk - 1),
+                        "2**(config.gen_n_enc_front_blk - 1)")
 
 
 class UNITv02(UNIT):
@@ -100,13 +85,7 @@ class UNITv02(UNIT):
 
     def __init__(self, config: ml_collections.ConfigDict, steps_per_epoch: int = 1):
         del steps_per_epoch
-        if config.dtype not in COMPUTE_DTYPES:
-            raise ValueError(f"unknown config.dtype {config.dtype!r}; expected one of {sorted(COMPUTE_DTYPES)}")
-        dtype = COMPUTE_DTYPES[config.dtype]
-        self.channels = {"A": int(config.input_dim_a), "B": int(config.input_dim_b)}
-        self.image_size = int(config.data.crop_size)
-        self.w = {k: float(config[k]) for k in ("gan_w", "recon_x_w", "recon_kl_w",
-                                                 "recon_x_cyc_w", "recon_kl_cyc_w")}
+        dtype = self._read_common(config)
         self.modules = {
             "gen": nets.CoResGen(self.channels["A"], self.channels["B"], int(config.gen_dim),
                                  *(int(config[k]) for k in GEN_KEYS), config.gen_name, dtype),

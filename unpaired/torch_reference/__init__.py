@@ -19,6 +19,35 @@ from typing import Any, Callable
 StepFn = Callable[..., Any]
 
 
+def autocast(device: str, dtype):
+    """`torch.autocast` on `device`, on for a non-float32 `dtype` (parameters stay float32)."""
+    import torch
+
+    return torch.autocast(device_type=device, dtype=dtype,
+                          enabled=dtype is not None and dtype != torch.float32)
+
+
+def _autocast_step(run: Callable[..., Any], model: Any, device: str, dtype) -> StepFn:
+    """`step(*images)`: `run(*images)` under `autocast`, with `step.model` for the tests."""
+
+    def step(*images):
+        with autocast(device, dtype):
+            return run(*images)
+
+    step.model = model
+    return step
+
+
+def build_from(table: dict[str, Callable[..., Any]], what: str, config, device: str, dtype,
+               compile: bool) -> Any:
+    """`table[config.method](config, device, dtype, compile)`; NotImplementedError naming the
+    methods `table` knows when it has no `what` for this one."""
+    if config.method not in table:
+        raise NotImplementedError(
+            f"no PyTorch reference {what} for method {config.method!r}; known: {sorted(table)}")
+    return table[config.method](config, device, dtype, compile=compile)
+
+
 def _cyclegan_step(config, device: str, dtype, compile: bool = False) -> StepFn:
     """`CycleGANReference.optimize_parameters` on freshly initialised reference networks.
 
@@ -59,14 +88,7 @@ def _cyclegan_step(config, device: str, dtype, compile: bool = False) -> StepFn:
         pool_size=config.pool_size, n_epochs=config.n_epochs,
         n_epochs_decay=config.n_epochs_decay, epoch_count=config.epoch_count,
     )
-    autocast = dtype is not None and dtype != torch.float32
-
-    def step(real_A, real_B):
-        with torch.autocast(device_type=device, dtype=dtype, enabled=autocast):
-            return model.optimize_parameters(real_A, real_B)
-
-    step.model = model
-    return step
+    return _autocast_step(model.optimize_parameters, model, device, dtype)
 
 
 def _unit_step(config, device: str, dtype, compile: bool = False) -> StepFn:
@@ -83,7 +105,6 @@ def _unit_step(config, device: str, dtype, compile: bool = False) -> StepFn:
 
     from unpaired.torch_reference import unit as ref
 
-    autocast = dtype is not None and dtype != torch.float32
     if config.get("arch", "master") == "version_02":
         from unpaired.torch_reference import unit_v02
 
@@ -93,20 +114,8 @@ def _unit_step(config, device: str, dtype, compile: bool = False) -> StepFn:
         model = unit_v02.COCOGANReference(nets, hp)
         if compile:
             model.gen, model.dis = torch.compile(model.gen), torch.compile(model.dis)
-
-        def v02_step(real_A, real_B):
-            with torch.autocast(device_type=device, dtype=dtype, enabled=autocast):
-                return model.step(real_A, real_B)
-
-        v02_step.model = model
-        return v02_step
-    if config.get("gen_shared_blocks", 0) or config.get("dis_shared_layers", 0):
-        raise NotImplementedError("the UNIT master reference has no shared layers: set "
-                                  "config.gen_shared_blocks=0 and config.dis_shared_layers=0")
-    nets = ref.build_unit(config.input_dim_a, config.input_dim_b, config.gen_dim,
-                          config.gen_n_downsample, config.gen_n_res, config.dis_dim,
-                          config.dis_n_layer, config.dis_num_scales, config.gen_pad_type)
-    nets = {name: net.to(device).train() for name, net in nets.items()}
+        return _autocast_step(model.step, model, device, dtype)
+    nets = {name: net.to(device).train() for name, net in ref.build_unit_master(config).items()}
     hp = {k: config[k] for k in ("gan_w", "recon_x_w", "recon_kl_w", "recon_x_cyc_w",
                                  "recon_kl_cyc_w", "lr", "beta1", "beta2", "weight_decay",
                                  "step_size", "gamma")}
@@ -120,13 +129,7 @@ def _unit_step(config, device: str, dtype, compile: bool = False) -> StepFn:
             gen.enc, gen.dec = torch.compile(gen.enc), torch.compile(gen.dec)
         for dis in (model.dis_a, model.dis_b):
             dis.cnns = torch.nn.ModuleList([torch.compile(cnn) for cnn in dis.cnns])
-
-    def step(real_A, real_B):
-        with torch.autocast(device_type=device, dtype=dtype, enabled=autocast):
-            return model.step(real_A, real_B)
-
-    step.model = model
-    return step
+    return _autocast_step(model.step, model, device, dtype)
 
 
 def _ufdn_step(config, device: str, dtype, compile: bool = False) -> StepFn:
@@ -168,7 +171,6 @@ def _ufdn_step(config, device: str, dtype, compile: bool = False) -> StepFn:
         for attr in ("vae", "d_feat", "d_digit"):
             if hasattr(model, attr):
                 setattr(model, attr, torch.compile(getattr(model, attr)))
-    autocast = dtype is not None and dtype != torch.float32
     eye = torch.eye(n, device=device)
     names = ("eps_dv", "eps_rec", "eps_feat", "eps_digit") if uda else (
         "eps_dv", "eps_dx", "eps_rec", "eps_feat", "eps_pix", "eps_unused")
@@ -181,7 +183,7 @@ def _ufdn_step(config, device: str, dtype, compile: bool = False) -> StepFn:
         owner = torch.arange(n, device=device).repeat_interleave(batch)
         code = eye[owner]
         noise = {k: torch.randn(x.shape[0], z_dim, device=device) for k in names}
-        with torch.autocast(device_type=device, dtype=dtype, enabled=autocast):
+        with autocast(device, dtype):
             if uda:
                 if counter["labels"] is None:
                     source = torch.randint(0, 10, (batch,), generator=gen)
@@ -237,14 +239,7 @@ def _dtn_step(config, device: str, dtype, compile: bool = False) -> StepFn:
     else:
         model = ref.DTNReference(nets["f"], nets["g"], nets["D"], **common, gamma=config.gamma,
                                  tv_eps=config.tv_eps)
-    autocast = dtype is not None and dtype != torch.float32
-
-    def step(source, target):
-        with torch.autocast(device_type=device, dtype=dtype, enabled=autocast):
-            return model.step(source, target)
-
-    step.model = model
-    return step
+    return _autocast_step(model.step, model, device, dtype)
 
 
 def _unit_da_step(config, device: str, dtype, compile: bool = False) -> StepFn:
@@ -283,9 +278,4 @@ REFERENCE_STEPS: dict[str, Callable[..., StepFn]] = {
 
 def build_reference_step(config, device: str = "cpu", dtype=None, compile: bool = False) -> StepFn:
     """The reference training step for `config.method` on `device` (see `REFERENCE_STEPS`)."""
-    if config.method not in REFERENCE_STEPS:
-        raise NotImplementedError(
-            f"no PyTorch reference step for method {config.method!r}; "
-            f"known: {sorted(REFERENCE_STEPS)}"
-        )
-    return REFERENCE_STEPS[config.method](config, device, dtype, compile=compile)
+    return build_from(REFERENCE_STEPS, "step", config, device, dtype, compile)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from unpaired.torch_reference import autocast, build_from
+
 Forward = Callable[[Any], Any]
 
 
@@ -20,10 +22,8 @@ def _wrap(run: Callable[[Any], Any], device: str, dtype) -> Forward:
     """`run` under no_grad, and under autocast for a non-float32 `dtype`."""
     import torch
 
-    autocast = dtype is not None and dtype != torch.float32
-
     def forward(x):
-        with torch.no_grad(), torch.autocast(device_type=device, dtype=dtype, enabled=autocast):
+        with torch.no_grad(), autocast(device, dtype):
             return run(x)
 
     return forward
@@ -50,12 +50,7 @@ def _unit(config, device: str, dtype, compile: bool = False) -> Forward:
 
     if config.get("arch", "master") != "master":
         raise NotImplementedError(f"no reference translator for UNIT arch {config.arch!r}")
-    if config.get("gen_shared_blocks", 0) or config.get("dis_shared_layers", 0):
-        raise NotImplementedError("the UNIT master reference has no shared layers: set "
-                                  "config.gen_shared_blocks=0 and config.dis_shared_layers=0")
-    nets = ref.build_unit(config.input_dim_a, config.input_dim_b, config.gen_dim,
-                          config.gen_n_downsample, config.gen_n_res, config.dis_dim,
-                          config.dis_n_layer, config.dis_num_scales, config.gen_pad_type)
+    nets = ref.build_unit_master(config)
     enc, dec = nets["gen_a"].enc.to(device).eval(), nets["gen_b"].dec.to(device).eval()
     if compile:
         enc, dec = torch.compile(enc), torch.compile(dec)
@@ -105,8 +100,4 @@ REFERENCE_TRANSLATORS: dict[str, Callable[..., Forward]] = {
 
 def build_reference_translator(config, device: str = "cpu", dtype=None, compile: bool = False) -> Forward:
     """The reference generator forward for `config.method` (see `REFERENCE_TRANSLATORS`)."""
-    if config.method not in REFERENCE_TRANSLATORS:
-        raise NotImplementedError(
-            f"no PyTorch reference translator for method {config.method!r}; "
-            f"known: {sorted(REFERENCE_TRANSLATORS)}")
-    return REFERENCE_TRANSLATORS[config.method](config, device, dtype, compile=compile)
+    return build_from(REFERENCE_TRANSLATORS, "translator", config, device, dtype, compile)

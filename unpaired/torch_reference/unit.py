@@ -218,6 +218,17 @@ def build_unit(input_dim_a: int = 3, input_dim_b: int = 3, dim: int = 64, n_down
     return nets
 
 
+def build_unit_master(config) -> dict[str, nn.Module]:
+    """`build_unit` from a UNIT config's gen_*/dis_* keys; the master reference has no shared
+    layers, so a config with gen_shared_blocks or dis_shared_layers is NotImplementedError."""
+    if config.get("gen_shared_blocks", 0) or config.get("dis_shared_layers", 0):
+        raise NotImplementedError("the UNIT master reference has no shared layers: set "
+                                  "config.gen_shared_blocks=0 and config.dis_shared_layers=0")
+    return build_unit(config.input_dim_a, config.input_dim_b, config.gen_dim,
+                      config.gen_n_downsample, config.gen_n_res, config.dis_dim,
+                      config.dis_n_layer, config.dis_num_scales, config.gen_pad_type)
+
+
 def recon_criterion(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.mean(torch.abs(x - y))
 
@@ -226,7 +237,26 @@ def compute_kl(mu: torch.Tensor) -> torch.Tensor:
     return torch.mean(mu ** 2)
 
 
-class UNITReference:
+class AdamUpdates:
+    """`dis_update` / `gen_update`: one step of `dis_opt` / `gen_opt` on `dis_loss` / `gen_loss`,
+    as both UNIT trainers (master and version_02) take them."""
+
+    def dis_update(self, x_a, x_b, noise=None):
+        self.dis_opt.zero_grad()
+        total, terms = self.dis_loss(x_a, x_b, noise)
+        total.backward()
+        self.dis_opt.step()
+        return total, terms
+
+    def gen_update(self, x_a, x_b, noise=None):
+        self.gen_opt.zero_grad()
+        total, terms, _ = self.gen_loss(x_a, x_b, noise)
+        total.backward()
+        self.gen_opt.step()
+        return total, terms
+
+
+class UNITReference(AdamUpdates):
     """`UNIT_Trainer` (master), with the VGG loss when hp['vgg_w'] > 0: two Adams with
     coupled weight decay, StepLR,
     `update_learning_rate` then `dis_update` then `gen_update` per iteration."""
@@ -304,20 +334,6 @@ class UNITReference:
             total = total + hp["vgg_w"] * t["vgg_a"] + hp["vgg_w"] * t["vgg_b"]
         images = {"x_ab": x_ab, "x_ba": x_ba, "x_a_recon": x_a_recon, "x_b_recon": x_b_recon}
         return total, t, images
-
-    def dis_update(self, x_a, x_b, noise=None):
-        self.dis_opt.zero_grad()
-        total, terms = self.dis_loss(x_a, x_b, noise)
-        total.backward()
-        self.dis_opt.step()
-        return total, terms
-
-    def gen_update(self, x_a, x_b, noise=None):
-        self.gen_opt.zero_grad()
-        total, terms, _ = self.gen_loss(x_a, x_b, noise)
-        total.backward()
-        self.gen_opt.step()
-        return total, terms
 
     def step(self, x_a, x_b, dis_noise=None, gen_noise=None):
         """One iteration of master's train.py: lr step, D update, G update (same pair)."""

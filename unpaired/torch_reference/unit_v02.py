@@ -19,6 +19,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from unpaired.torch_reference.unit import AdamUpdates
+
 
 class GaussianNoiseLayer(nn.Module):
     """Adds N(0, I) in training mode only; `inject` sets the next draw."""
@@ -202,7 +204,7 @@ def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
     return F.binary_cross_entropy(probs, torch.full_like(probs, target))
 
 
-class COCOGANReference:
+class COCOGANReference(AdamUpdates):
     """`COCOGANTrainer`: Adam(lr, (0.5, 0.999), wd 1e-4) for gen and dis, no lr decay;
     an iteration is `dis_update` then `gen_update` on the same pair."""
 
@@ -246,20 +248,6 @@ class COCOGANReference:
         images = {"x_aa": x_aa, "x_ba": x_ba, "x_ab": x_ab, "x_bb": x_bb,
                   "x_aba": x_aba, "x_bab": x_bab}
         return total, t, images
-
-    def dis_update(self, x_a, x_b, noise=None):
-        self.dis_opt.zero_grad()
-        total, terms = self.dis_loss(x_a, x_b, noise)
-        total.backward()
-        self.dis_opt.step()
-        return total, terms
-
-    def gen_update(self, x_a, x_b, noise=None):
-        self.gen_opt.zero_grad()
-        total, terms, _ = self.gen_loss(x_a, x_b, noise)
-        total.backward()
-        self.gen_opt.step()
-        return total, terms
 
     def step(self, x_a, x_b, dis_noise=None, gen_noise=None):
         """One iteration of cocogan_train.py: dis_update, then gen_update (same pair)."""

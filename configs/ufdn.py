@@ -15,7 +15,7 @@ Presets:
 
 import ml_collections
 
-from configs.unit import add_run_keys
+from configs.common import add_run_keys
 from unpaired.data.config import data_config
 
 

@@ -12,8 +12,9 @@ import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# One compilation cache for the session and the subprocesses it starts: the training tests
-# compile the same tiny step in several processes.
+# One compilation cache for the session, its xdist workers (they inherit this process's
+# environment) and the subprocesses they start: the training tests compile the same tiny
+# step in several processes.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       tempfile.mkdtemp(prefix="unpaired-test-jax-cache-"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")

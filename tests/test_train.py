@@ -189,3 +189,14 @@ def test_plan_run_follows_epochs_unless_max_steps_is_set():
     assert train.plan_run(config, 10).total_steps == 20
     config.max_steps = 7
     assert train.plan_run(config, 10).total_steps == 7
+
+
+def test_config_differences_ignore_list_for_tuple_and_name_real_changes():
+    """A saved config's lists (JSON) equal the live tuples; a changed item is still named."""
+    saved = {"lambdas": {"feat_domain": [0.0, 1.0, 200], "kl": [1e-3, 2e-3, [1, 2]]}, "lr": 1e-4}
+    same = {"lambdas": {"feat_domain": (0.0, 1.0, 200), "kl": (1e-3, 2e-3, (1, 2))}, "lr": 1e-4}
+    assert train._config_differences(saved, same) == []
+    changed = {"lambdas": {"feat_domain": (0.0, 1.0, 300), "kl": (1e-3, 2e-3)}, "lr": 1e-4}
+    assert train._config_differences(saved, changed) == [
+        "config.lambdas.feat_domain: [0.0, 1.0, 200] -> (0.0, 1.0, 300)",
+        "config.lambdas.kl: [0.001, 0.002, [1, 2]] -> (0.001, 0.002)"]

@@ -88,6 +88,14 @@ def _fetch_finite(metrics: Mapping[str, Any], step: int, last_good: int | None) 
     return values
 
 
+def _same_value(a: Any, b: Any) -> bool:
+    """Equal config values, a list equal to the tuple with the same items: a saved config
+    comes back from JSON with lists where the live one has tuples (UFDN's lambda schedules)."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b))
+    return a == b
+
+
 def _config_differences(saved: Mapping[str, Any], current: Mapping[str, Any], prefix: str = "config") -> list[str]:
     """`config.key: saved -> current` for every key whose value differs."""
     out = []
@@ -95,7 +103,7 @@ def _config_differences(saved: Mapping[str, Any], current: Mapping[str, Any], pr
         a, b = saved.get(key, "<absent>"), current.get(key, "<absent>")
         if isinstance(a, Mapping) and isinstance(b, Mapping):
             out += _config_differences(a, b, f"{prefix}.{key}")
-        elif a != b:
+        elif not _same_value(a, b):
             out.append(f"{prefix}.{key}: {a!r} -> {b!r}")
     return out
 

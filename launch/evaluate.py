@@ -61,7 +61,8 @@ def main(argv: list[str]) -> None:
     overrides = dict(config_flags.get_override_values(flags.FLAGS["config"]))
     try:
         if _WORKDIR.value:
-            model = report.load_model(_WORKDIR.value, step=_STEP.value, overrides=overrides)
+            model = report.load_model(_WORKDIR.value, step=_STEP.value, overrides=overrides,
+                                      flag="--workdir")
         else:
             model = report.load_model(_CHECKPOINT.value, config=_CONFIG.value,
                                       request=TranslationRequest(direction=_DIRECTION.value))

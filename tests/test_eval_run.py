@@ -335,3 +335,20 @@ def test_report_reads_an_official_weight_file_for_its_one_direction(classifiers)
     assert abs(metrics["translation_accuracy/B_to_A"] - np.mean(predicted == test.labels)) <= 1 / 21 + 1e-12
     with pytest.raises(ValueError, match="--config"):
         report.load_model(fixture.PREFIX)
+
+
+def test_load_model_errors_name_the_flag_and_the_cause(tmp_path):
+    """A missing --workdir is said to be missing (it was called a weight file); a file given
+    as --workdir is pointed at --checkpoint; a weight file without --config asks for it."""
+    from unpaired.eval import report
+
+    with pytest.raises(ValueError, match=r"^--workdir='/nonexistent' does not exist$"):
+        report.load_model("/nonexistent", flag="--workdir")
+    weights = tmp_path / "latest_net_G_A.pth"
+    weights.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"--workdir=.*is a file, not a training workdir.*--checkpoint"):
+        report.load_model(str(weights), flag="--workdir")
+    with pytest.raises(ValueError, match=r"--checkpoint=.*is a weight file: give --config"):
+        report.load_model(str(weights))
+    with pytest.raises(ValueError, match=r"--checkpoint='/nonexistent' does not exist"):
+        report.load_model("/nonexistent")

@@ -52,8 +52,9 @@ def _with_eval_block(config: ml_collections.ConfigDict) -> ml_collections.Config
 
 def load_model(path: str, *, config: ml_collections.ConfigDict | None = None, step: int | None = None,
                overrides: Mapping[str, Any] | None = None,
-               request: TranslationRequest | None = None) -> Model:
-    """A workdir (or its checkpoints/<step>, or its best/) or, with `config`, an official weight file."""
+               request: TranslationRequest | None = None, flag: str = "--checkpoint") -> Model:
+    """A workdir (or its checkpoints/<step>, or its best/) or, with `config`, an official weight
+    file. Errors name `flag`, the command-line flag that gave `path`."""
     from unpaired import methods, translate  # pylint: disable=import-outside-toplevel
 
     if os.path.isdir(path):
@@ -61,10 +62,13 @@ def load_model(path: str, *, config: ml_collections.ConfigDict | None = None, st
         method, state, cfg = translate.load_workdir_state(workdir, step, overrides)
         return Model(method, state, _with_eval_block(cfg),
                      f"{os.path.abspath(workdir)} step {int(state.step)}")
-    if config is None:
-        raise ValueError(f"--checkpoint={path!r} is a weight file: give --config (its architecture)")
     if not os.path.exists(path) and not os.path.exists(path + ".index"):
-        raise ValueError(f"--checkpoint={path!r} does not exist")
+        raise ValueError(f"{flag}={path!r} does not exist")
+    if flag == "--workdir":
+        raise ValueError(f"--workdir={path!r} is a file, not a training workdir; an official "
+                         "weight file goes to --checkpoint, with --config (its architecture)")
+    if config is None:
+        raise ValueError(f"{flag}={path!r} is a weight file: give --config (its architecture)")
     config = _with_eval_block(config)
     method = methods.build(config)
     params, model_state, served = method.load_official(path, request or TranslationRequest())

@@ -134,3 +134,20 @@ def sized_config(config, size: int, batch_size: int, overrides: dict):
     for key, value in overrides.items():
         config[key] = value
     return config
+
+
+def workdir_at_step(workdir: str, step: int, dest) -> str:
+    """A copy of a training run's workdir whose newest checkpoint is `step` (the later ones
+    dropped): resuming it continues a checkpoint another process wrote, without training
+    the first steps again."""
+    import os
+    import shutil
+
+    dest = os.fspath(dest)
+    shutil.copytree(workdir, dest, dirs_exist_ok=True)
+    ckpts = os.path.join(dest, "checkpoints")
+    for name in os.listdir(ckpts):
+        if name.isdigit() and int(name) > step:
+            shutil.rmtree(os.path.join(ckpts, name))
+    assert str(step) in os.listdir(ckpts), (workdir, step, os.listdir(ckpts))
+    return dest

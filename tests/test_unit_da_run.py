@@ -18,7 +18,7 @@ from unpaired import checkpoint, config_validation, data, methods, torch_io, tra
 from unpaired.data.spec import DataSpec
 from unpaired.torch_reference import unit_da as ref
 
-from tests.helpers import nchw
+from tests.helpers import nchw, workdir_at_step
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
@@ -93,8 +93,8 @@ def test_cli_run_leaves_grids_checkpoints_terms_and_the_target_accuracy(cli_run)
 def test_resumed_run_equals_the_cli_run_bit_for_bit(cli_run, tmp_path):
     workdir, _ = cli_run
     _, expected = _restore(workdir, 4)
-    train.train_and_evaluate(tiny_config(max_steps=3, checkpoint_every=3), str(tmp_path))
-    resumed = train.train_and_evaluate(tiny_config(max_steps=4), str(tmp_path))
+    # The CLI process's step-2 checkpoint, resumed here for the last two steps.
+    resumed = train.train_and_evaluate(tiny_config(max_steps=4), workdir_at_step(workdir, 2, tmp_path))
     assert int(resumed.step) == 4
     assert checkpoint.state_matches(jax.device_get(resumed), jax.device_get(expected))
     stats = resumed.model_state["gen"]["g_en_conv1"]["model_1"]

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from configs import unit as unit_config
+from tests.helpers import workdir_at_step
 from unpaired import checkpoint, config_validation, methods, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -59,8 +60,8 @@ def test_resumed_run_equals_the_cli_run_bit_for_bit(cli_run, tmp_path):
     config = tiny_config(max_steps=4)
     template = methods.build(config).create_state(jax.random.key(0))
     expected, _ = checkpoint.Checkpointer.for_workdir(cli_run).restore(template, 4)
-    train.train_and_evaluate(tiny_config(max_steps=3, checkpoint_every=3), str(tmp_path))
-    resumed = train.train_and_evaluate(tiny_config(max_steps=4), str(tmp_path))
+    # The CLI process's step-2 checkpoint, resumed here for the last two steps.
+    resumed = train.train_and_evaluate(tiny_config(max_steps=4), workdir_at_step(cli_run, 2, tmp_path))
     assert int(resumed.step) == 4
     assert checkpoint.state_matches(jax.device_get(resumed), jax.device_get(expected))
 

@@ -51,13 +51,14 @@ def test_features_are_the_penultimate_layer_in_eval_mode(digits_run):
     _, config, state = digits_run
     method = methods.build(config)
     x = as_images(builtin_digits.handwritten_digits("test")[0][:6])
-    feats = method.features(state.params, state.model_state, x)
+    features, classify = jax.jit(method.features), jax.jit(method.classify)  # one compile each
+    feats = features(state.params, state.model_state, x)
     assert feats.shape == (6, config.feature_dim)
     out = state.params["f"]["out"]
     logits = feats @ out["kernel"][0, 0] + out["bias"]
-    np.testing.assert_array_equal(np.argmax(logits, -1), method.classify(state.params, state.model_state, x))
+    np.testing.assert_array_equal(np.argmax(logits, -1), classify(state.params, state.model_state, x))
     # Eval mode: an image's features do not depend on the rest of its batch.
-    np.testing.assert_allclose(method.features(state.params, state.model_state, x[:2]), feats[:2], atol=1e-6)
+    np.testing.assert_allclose(features(state.params, state.model_state, x[:2]), feats[:2], atol=1e-6)
 
 
 def test_shift_augmentation_is_an_edge_padded_crop_within_the_range():
@@ -83,12 +84,13 @@ def test_without_augmentation_the_step_keeps_the_reference_key():
     config = classifier_config.get_config("digits")
     config.nf, config.feature_dim = 2, 4
     method = methods.build(config)
-    s0 = method.create_state(jax.random.key(0))
+    # Jitted whole, as the loop runs them: op by op these cost hundreds of small compiles.
+    s0 = jax.jit(method.create_state)(jax.random.key(0))
     batch = {"A": jnp.zeros((4, 32, 32, 1)), "A_label": jnp.arange(4)}
-    s1, _ = method.train_step(s0, batch)
+    s1, _ = jax.jit(method.train_step)(s0, batch)
     assert jnp.array_equal(jax.random.key_data(s1.key), jax.random.key_data(s0.key))
     config.augment_shift = 2
-    s2, _ = methods.build(config).train_step(s0, batch)
+    s2, _ = jax.jit(methods.build(config).train_step)(s0, batch)
     assert not jnp.array_equal(jax.random.key_data(s2.key), jax.random.key_data(s0.key))
 
 

@@ -7,6 +7,7 @@ bit, and translates a workdir with g(f(x)) in eval mode.
 
 import json
 import os
+import shutil
 
 import jax
 import numpy as np
@@ -29,6 +30,17 @@ def tiny(preset, **overrides):
     for key, value in overrides.items():
         config[key] = value
     return config
+
+
+def stopped_at(workdir, step, into):
+    """`into` holding only `workdir`'s checkpoint of `step`: a run stopped there, to resume,
+    without training those steps again (the runs are deterministic)."""
+    shutil.copytree(checkpoint.checkpoint_dir(workdir) / str(step),
+                    checkpoint.checkpoint_dir(into) / str(step))
+    ckpt = checkpoint.Checkpointer.for_workdir(into)
+    assert ckpt.all_steps() == [step]
+    ckpt.close()
+    return into
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +98,7 @@ def test_workdir_translates_source_images_with_g_of_f_in_eval_mode(stage2):
     generator = translate_lib.load_generator(workdir, request=TranslationRequest(target="A"))
     x = np.random.RandomState(0).uniform(-1, 1, (3, 32, 32, 1)).astype(np.float32)
     method = methods.build(tiny("digits"))
-    expected = method.translate(state.params, x, "AtoB", state.model_state)
+    expected = jax.jit(lambda p, x, s: method.translate(p, x, "AtoB", s))(state.params, x, state.model_state)
     np.testing.assert_allclose(np.asarray(generator.apply(x)), np.asarray(expected), atol=1e-6)
     with pytest.raises(translate_lib.TranslateError, match="direction=BtoA"):
         translate_lib.load_generator(workdir, direction="BtoA")
@@ -104,8 +116,9 @@ def test_code_variant_trains_f_and_resumes_bit_for_bit(stage1, tmp_path):
     assert not np.array_equal(straight.params["f"]["conv1"]["kernel"],
                               stage1[1].params["f"]["conv1"]["kernel"])
     assert straight.params["D"]["conv4"]["kernel"].shape[-1] == 1
-    workdir = str(tmp_path / "resumed")
-    train.train_and_evaluate(config(2), workdir)
+    # Resumed from the straight run's own step-2 checkpoint (a 2-step run writes the same one;
+    # a resume that raises max_steps is test_stage2_resumes_bit_for_bit's).
+    workdir = stopped_at(tmp_path / "straight", 2, str(tmp_path / "resumed"))
     resumed = train.train_and_evaluate(config(3), workdir)
     assert checkpoint.state_matches(jax.device_get(resumed), straight)
     rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
@@ -125,7 +138,7 @@ def test_stage1_cosine_lr_schedule_decays_to_zero_and_bad_names_are_refused():
     assert float(schedule(5)) == pytest.approx(config.lr / 2)
     assert float(schedule(10)) == pytest.approx(0.0, abs=1e-12)
     method = methods.build(config, steps_per_epoch=5)
-    state = method.create_state(jax.random.PRNGKey(0))
+    state = jax.jit(method.create_state)(jax.random.PRNGKey(0))  # one compile, not one per op
     assert float(state.opt_state["f"].hyperparams["learning_rate"]) == pytest.approx(config.lr)
     config.lr_schedule = "linear"
     with pytest.raises(config_validation.ConfigError, match="config.lr_schedule"):

@@ -5,6 +5,7 @@ Tolerance: pool3 features in float32 to 1e-4 of their largest value (94 conv + B
 deep; XLA's and torch's conv algorithms round differently); the resize to 1e-5 (torch rounds its float32 source positions).
 """
 
+import jax
 import numpy as np
 import pytest
 import torch
@@ -32,7 +33,7 @@ def variables(reference):
 def test_pool3_matches_the_torch_reference_at_the_smallest_input(reference, variables):
     net, _ = reference
     x = np.random.RandomState(0).uniform(0, 1, (2, inception.MIN_SIZE, inception.MIN_SIZE, 3)).astype(np.float32)
-    ours = inception.FIDInceptionV3(resize_input=False).apply(variables, x)
+    ours = jax.jit(inception.FIDInceptionV3(resize_input=False).apply)(variables, x)  # one compile, not one per op
     with torch.no_grad():
         theirs = net.pool3(nchw(x), resize_input=False).numpy()
     assert ours.shape == theirs.shape == (2, inception.FEATURE_DIM)

@@ -7,13 +7,13 @@ bit, and translates a workdir with g(f(x)) in eval mode.
 
 import json
 import os
-import shutil
 
 import jax
 import numpy as np
 import pytest
 
 from configs import dtn as dtn_config
+from tests.helpers import workdir_at_step
 from unpaired import checkpoint, config_validation, init_from, methods, train
 from unpaired import translate as translate_lib
 from unpaired.methods.translation import TranslationRequest
@@ -30,17 +30,6 @@ def tiny(preset, **overrides):
     for key, value in overrides.items():
         config[key] = value
     return config
-
-
-def stopped_at(workdir, step, into):
-    """`into` holding only `workdir`'s checkpoint of `step`: a run stopped there, to resume,
-    without training those steps again (the runs are deterministic)."""
-    shutil.copytree(checkpoint.checkpoint_dir(workdir) / str(step),
-                    checkpoint.checkpoint_dir(into) / str(step))
-    ckpt = checkpoint.Checkpointer.for_workdir(into)
-    assert ckpt.all_steps() == [step]
-    ckpt.close()
-    return into
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +107,7 @@ def test_code_variant_trains_f_and_resumes_bit_for_bit(stage1, tmp_path):
     assert straight.params["D"]["conv4"]["kernel"].shape[-1] == 1
     # Resumed from the straight run's own step-2 checkpoint (a 2-step run writes the same one;
     # a resume that raises max_steps is test_stage2_resumes_bit_for_bit's).
-    workdir = stopped_at(tmp_path / "straight", 2, str(tmp_path / "resumed"))
+    workdir = workdir_at_step(str(tmp_path / "straight"), 2, tmp_path / "resumed")
     resumed = train.train_and_evaluate(config(3), workdir)
     assert checkpoint.state_matches(jax.device_get(resumed), straight)
     rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]

@@ -466,3 +466,31 @@ def test_pth_with_other_channels_in_and_out_loads_with_a_training_config(tmp_pat
     rows = tr.translate_path(gen, images / "rgba.png", tmp_path / "out")
     with Image.open(tmp_path / "out" / rows[0].output) as img:
         assert img.mode == "RGB" and img.size == (37, 53)
+
+
+def test_networks_that_take_one_size_get_every_image_resized_to_it_and_back(tmp_path):
+    """DTN, UFDN and UNIT DA take one square side: a 72x40 photo is resized to it for the net
+    (whatever --resize says) and its output resized back (it was a traceback at 288x288)."""
+    from configs import dtn as dtn_configs
+    from configs import ufdn as ufdn_configs
+    from configs import unit as unit_configs
+
+    assert methods.build(dtn_configs.get_config("digits")).input_size == 32
+    assert methods.build(ufdn_configs.get_config("digits")).input_size == 32
+    assert methods.build(unit_configs.get_config("mnist2usps")).input_size == 32
+    assert getattr(methods.build(cyclegan_configs.get_config("digits")), "input_size", None) is None
+    seen = []
+
+    def apply(x):
+        seen.append(x.shape)
+        return -np.asarray(x)
+
+    generator = tr.Generator(apply=apply, in_channels=1, out_channels=1, size_multiple=32,
+                             source="fixed-size stand-in", input_size=32)
+    photo = np.random.RandomState(0).randint(0, 256, (40, 72), np.uint8)
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    for mode in tr.RESIZE_MODES:
+        rows = tr.translate_path(generator, tmp_path / "photo.png", tmp_path / mode, resize=mode)
+        out = np.asarray(Image.open(tmp_path / mode / rows[0].output))
+        assert out.shape == (40, 72)
+    assert seen == [(1, 32, 32, 1)] * 2

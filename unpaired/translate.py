@@ -74,6 +74,8 @@ class Generator:
     that are multiples of `size_multiple` to a batch of the same size with
     `out_channels` channels. It is jitted once, so it compiles once per distinct input
     shape. `source` says in words what was loaded (for logs and the HTML page).
+    `input_size`, when set, is the one square side the networks take (DTN, UFDN, UNIT DA):
+    every image is resized to it, whatever the resize mode.
     """
 
     apply: Callable[[np.ndarray], jax.Array]
@@ -81,6 +83,7 @@ class Generator:
     out_channels: int
     size_multiple: int
     source: str
+    input_size: int | None = None
 
 
 def resolve_workdir(path: str | os.PathLike[str], step: int | None = None
@@ -204,6 +207,7 @@ def method_generator(method: Any, params: Any, model_state: Any, request: Transl
     return Generator(
         apply=lambda x: fn(params, model_state, x), in_channels=int(in_nc),
         out_channels=int(out_nc), size_multiple=int(method.size_multiple), source=source,
+        input_size=getattr(method, "input_size", None),
     )
 
 
@@ -282,15 +286,19 @@ def _pads(n: int, target: int) -> tuple[int, int]:
     return before, target - n - before
 
 
-def prepare_input(img: Image.Image, multiple: int, mode: str) -> np.ndarray:
+def prepare_input(img: Image.Image, multiple: int, mode: str,
+                  input_size: int | None = None) -> np.ndarray:
     """An 8-bit 'L'/'RGB' image -> float32 HxWxC in [-1, 1] with sides the net accepts.
 
     'pad' reflect-pads (evenly on both sides; numpy reflects repeatedly where the pad is
     wider than the image); 'resize' resizes with PIL bicubic, as the reference's
-    preprocessing does. Values are ToTensor + Normalize(0.5, 0.5), as in training.
+    preprocessing does; networks with one `input_size` get that square, resized.
+    Values are ToTensor + Normalize(0.5, 0.5), as in training.
     """
     w, h = img.size
     th, tw = valid_size(h, multiple, mode), valid_size(w, multiple, mode)
+    if input_size:
+        mode, th, tw = "resize", int(input_size), int(input_size)
     if mode == "resize":
         if (tw, th) != (w, h):
             img = img.resize((tw, th), Image.Resampling.BICUBIC)
@@ -500,6 +508,11 @@ def translate_path(
     """
     if resize not in RESIZE_MODES:
         raise TranslateError(f"unknown resize mode {resize!r}; expected one of {RESIZE_MODES}")
+    if generator.input_size and resize != "resize":
+        log.info("the networks take %dx%d images only: each image is resized to that and its "
+                 "output back to the image's size (--resize=%s fits generators that take any "
+                 "multiple of their size)", generator.input_size, generator.input_size, resize)
+        resize = "resize"
     out_dir = Path(output_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise TranslateError(f"output {os.fspath(output_dir)!r} exists and is not a folder")
@@ -520,7 +533,7 @@ def translate_path(
             copy = f"{copies}/{names[i]}"
             _save_png(img, out_dir / copy)
             rows[i] = Translated(path, inputs[i][1], copy, names[i], img.size)
-            yield i, prepare_input(img, generator.size_multiple, resize)
+            yield i, prepare_input(img, generator.size_multiple, resize, generator.input_size)
 
     done = 0
     for i, y in translate_arrays(generator.apply, load(), batch_size):

@@ -32,6 +32,8 @@ networks; requests are `unpaired.methods.translation.TranslationRequest(directio
 target, code)`:
 
 * `size_multiple: int`: generator input sides must be multiples of it.
+* `input_size: int` (optional): the one square side the networks take, where they take no
+  other (DTN, UFDN, UNIT DA); translate then resizes every image to it and the output back.
 * `resolve_request(request) -> TranslationRequest`: the request completed with the
   method's defaults, or ValueError naming the flag it cannot serve (--code for CycleGAN).
 * `translation_channels(request) -> (in, out)` and `describe(request) -> str`.

@@ -357,6 +357,7 @@ class DTN(_DTNState):
         dtype = _dtype(config)
         self.variant = config.get("variant", "paper")
         self.size_multiple = int(config.data.crop_size)  # g makes exactly this size
+        self.input_size = self.size_multiple  # f takes no other
         self.steps_per_epoch = max(int(steps_per_epoch), 1)
         self.modules = {
             "f": nets.ContentExtractor(config.nf, config.feature_dim, config.num_classes, dtype,

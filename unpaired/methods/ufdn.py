@@ -291,7 +291,7 @@ class UFDN:
                    for g in self.groups}
         self.ramps = {n: ramp_table(*config.lambdas[n]) for n in LAMBDAS[self.procedure]}
         self.invert_augment = bool(config.get("data_augment", False))
-        self.size_multiple = self.image_size
+        self.size_multiple = self.input_size = self.image_size  # the encoder ends in a fixed-size code
         self.architecture = (f"UFDN: {len(config.encoder)} encoder / {len(config.decoder)} "
                              f"decoder layers, z {self.z_dim}, {self.n_domains} domains")
 

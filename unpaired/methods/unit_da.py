@@ -60,7 +60,7 @@ class UNITDA:
     networks = ("gen", "dis")
     groups = {"gen": ("gen",), "dis": ("dis",)}
     visual_names = ("x_a", "x_aa", "x_ab", "x_b", "x_bb", "x_ba")
-    size_multiple = nets.IMAGE_SIZE
+    size_multiple = input_size = nets.IMAGE_SIZE  # CoVAE32x32 takes no other size
 
     # ----------------------------------------------------------------- config
     @classmethod

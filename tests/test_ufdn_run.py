@@ -71,13 +71,16 @@ def test_translate_by_target_and_code(resumed, tmp_path):
     rng = np.random.RandomState(0)
     for i in range(2):
         Image.fromarray(rng.randint(0, 255, (32, 32, 3), np.uint8)).save(inputs / f"{i}.png")
-    outs = {}
-    for name, flag in (("target", "--target=B"), ("index", "--target=1"),
-                       ("onehot", "--code=0,1,0"), ("mix", "--code=0.3,0.7,0")):
-        out = tmp_path / name
-        _run("launch.translate", f"--checkpoint={resumed}", f"--input={inputs}",
-             f"--output={out}", flag)
-        outs[name] = np.asarray(Image.open(out / "0.png"), np.float64)
+    # One command line (--target=B); the other flag forms through the same conversion the
+    # command makes (make_request, then load_generator and translate_path), in this process.
+    _run("launch.translate", f"--checkpoint={resumed}", f"--input={inputs}",
+         f"--output={tmp_path / 'target'}", "--target=B")
+    outs = {"target": np.asarray(Image.open(tmp_path / "target" / "0.png"), np.float64)}
+    for name, target, code in (("index", "1", None), ("onehot", None, "0,1,0"),
+                               ("mix", None, "0.3,0.7,0")):
+        generator = tr.load_generator(resumed, request=tr.make_request(None, target, code))
+        tr.translate_path(generator, inputs, tmp_path / name)
+        outs[name] = np.asarray(Image.open(tmp_path / name / "0.png"), np.float64)
     assert np.array_equal(outs["target"], outs["index"])
     assert np.array_equal(outs["target"], outs["onehot"])
     assert outs["mix"].shape == outs["target"].shape

@@ -220,9 +220,11 @@ def test_two_processes_train_together_write_one_set_of_logs_and_agree_bit_for_bi
 
 def test_killing_one_process_stops_the_other_with_an_error_instead_of_a_hang(tmp_path):
     workdir, port = tmp_path / "run", _free_port()
+    # The 2-process test's config (tests/multihost_worker.py): its compiled step is reused.
     flags = ["--config.ngf=4", "--config.ndf=4", "--config.netD=n_layers", "--config.n_layers_D=2",
-             "--config.batch_size=2", "--config.data.image_size=16", "--config.data.crop_size=16",
-             "--config.data.load_size=16", "--config.data.num_workers=1", "--config.max_steps=100000",
+             "--config.batch_size=4", "--config.pool_size=3", "--config.data.image_size=16",
+             "--config.data.crop_size=16", "--config.data.load_size=16",
+             "--config.data.num_workers=1", "--config.max_steps=100000",
              "--config.log_every=1", "--config.sample_every=100000", "--config.checkpoint_every=100000",
              f"--workdir={workdir}", f"--coordinator_address=localhost:{port}", "--num_processes=2",
              "--heartbeat_timeout=5"]

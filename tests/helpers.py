@@ -151,3 +151,4 @@ def workdir_at_step(workdir: str, step: int, dest) -> str:
             shutil.rmtree(os.path.join(ckpts, name))
     assert str(step) in os.listdir(ckpts), (workdir, step, os.listdir(ckpts))
     return dest
+

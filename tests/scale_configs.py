@@ -9,19 +9,14 @@ from configs import cyclegan as cyclegan_config
 from configs import dtn as dtn_config
 from configs import ufdn as ufdn_config
 from configs import unit as unit_config
+from tests.overrides import set_keys
 
 DEVICES = 8
 
 
 def _set(config, **overrides):
     """`config` with `a__b=v` meaning config.a.b = v."""
-    for key, value in overrides.items():
-        target = config
-        *parents, leaf = key.split("__")
-        for p in parents:
-            target = target[p]
-        target[leaf] = value
-    return config
+    return set_keys(config, overrides, sep="__")
 
 
 def cyclegan(**overrides):

@@ -18,6 +18,7 @@ import pytest
 from configs import cyclegan as cyclegan_config
 from configs import dtn as dtn_config
 from configs import ufdn as ufdn_config
+from tests.overrides import set_keys
 from unpaired import checkpoint, config_validation, data, methods, train, translate
 from unpaired.data.spec import DataSpec
 from unpaired.eval import classifier as eval_classifier
@@ -69,13 +70,7 @@ def cyclegan_tiny(classifiers=None, **overrides):
     config.eval.batch_size = 16
     if classifiers:
         config.eval.classifiers = ",".join(f"{d}={p}" for d, p in classifiers.items())
-    for key, value in overrides.items():
-        target = config
-        *parents, leaf = key.split(".")
-        for p in parents:
-            target = target[p]
-        target[leaf] = value
-    return config
+    return set_keys(config, overrides)
 
 
 def test_holdout_split_is_fixed_disjoint_and_off_by_default():

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from configs import cyclegan as cyclegan_config
+from tests.overrides import set_keys
 from unpaired import checkpoint, config_validation, methods, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,13 +30,7 @@ def tiny_config(**overrides):
     config.log_every = 1
     config.sample_every = 2
     config.checkpoint_every = 2
-    for key, value in overrides.items():
-        target = config
-        *parents, leaf = key.split(".")
-        for p in parents:
-            target = target[p]
-        target[leaf] = value
-    return config
+    return set_keys(config, overrides)
 
 
 def flags_for(config):

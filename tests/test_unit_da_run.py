@@ -19,6 +19,7 @@ from unpaired.data.spec import DataSpec
 from unpaired.torch_reference import unit_da as ref
 
 from tests.helpers import nchw, workdir_at_step
+from tests.overrides import set_keys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
@@ -29,13 +30,7 @@ TINY = {"gen_ch": 4, "dis_ch": 4, "batch_size": 4, "test_batch_size": 500, "data
 
 def tiny_config(**overrides):
     config = unit_config.get_config("mnist2usps")
-    for key, value in {**TINY, **overrides}.items():
-        target = config
-        *parents, leaf = key.split(".")
-        for p in parents:
-            target = target[p]
-        target[leaf] = value
-    return config
+    return set_keys(config, {**TINY, **overrides})
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from PIL import Image
 
 from configs import unit as unit_config
 from tests.helpers import workdir_at_step
+from tests.overrides import set_keys
 from unpaired import checkpoint, config_validation, methods, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -23,13 +24,7 @@ TINY = {"gen_dim": 4, "gen_n_res": 1, "dis_dim": 4, "dis_n_layer": 2, "batch_siz
 
 def tiny_config(**overrides):
     config = unit_config.get_config("digits")
-    for key, value in {**TINY, **overrides}.items():
-        target = config
-        *parents, leaf = key.split(".")
-        for p in parents:
-            target = target[p]
-        target[leaf] = value
-    return config
+    return set_keys(config, {**TINY, **overrides})
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,9 @@ optional hooks, never from its name:
   in the classifier's penultimate features (`unpaired.eval.fid`; comparable only between
   runs scored with the same classifier);
 * `translate` both ways: `cycle_l1/<s>_to_<t>`, mean |x - G_ts(G_st(x))| on s's test set;
+* `translate` on s's test set: `diversity/<s>_to_<t>`, the collapse measure
+  (`unpaired.eval.diversity`: the translations' mean pairwise distance over the inputs'; 0
+  when every input gives the same image);
 * `digit_accuracy(params, model_state, images, labels, domain)` (a classifier on the shared
   latent, UFDN's/UNIT's domain adaptation; `domain` names the images' domain, for UNIT's
   per-domain first D layers): `da_accuracy/<t>` on each unlabelled domain's test set and
@@ -35,6 +38,7 @@ import numpy as np
 
 from unpaired.data.sets import EvalSet, batched, load_set
 from unpaired.eval import config as eval_config
+from unpaired.eval import diversity
 from unpaired.eval.classifier import Classifier, load_classifier
 from unpaired.methods.translation import TranslationRequest
 
@@ -191,8 +195,10 @@ def evaluate(method: Any, state: Any, config: ml_collections.ConfigDict, eval_da
         back = requests.get((t, s))
         # G(s test) once per direction: its accuracy, distances and cycle all read it.
         there = None
-        if s in eval_data.test and (clf is not None or back is not None):
+        if s in eval_data.test:
             there = translated(method, state, eval_data, request, eval_data.test[s].images)
+            if len(there) >= 2:
+                out[f"diversity/{s}_to_{t}"] = diversity.diversity_ratio(eval_data.test[s].images, there)
         if clf is not None and there is not None:
             out[f"translation_accuracy/{s}_to_{t}"] = classified_accuracy(
                 there, eval_data.test[s].labels, clf, eval_data.batch_size)

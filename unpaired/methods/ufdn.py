@@ -262,6 +262,8 @@ class UFDN:
         del steps_per_epoch  # no learning-rate schedule in the reference
         self.config = config
         self.procedure = config.procedure
+        if self.procedure == "uda":  # the optional seam: only uda trains a digit classifier (D_digit)
+            self.digit_accuracy = self._digit_accuracy
         self.objective = Objective(config.get("objective", "code"))
         self.domains = self.domains_of(config)
         self.n_domains = len(self.domains)
@@ -623,9 +625,11 @@ class UFDN:
                                         mutable=["batch_stats"] if train and stats else False)
         return (out[0] if train and stats else out)[0]
 
-    def digit_accuracy(self, params: Mapping[str, Any], model_state: Mapping[str, Any],
-                       images: Array, labels: Array, domain: str | None = None) -> Array:
-        """Fraction of `images` whose argmax D_digit(mu) equals `labels` (eval mode, uda).
+    def _digit_accuracy(self, params: Mapping[str, Any], model_state: Mapping[str, Any],
+                        images: Array, labels: Array, domain: str | None = None) -> Array:
+        """Fraction of `images` whose argmax D_digit(mu) equals `labels` (eval mode, uda; the
+        method's `digit_accuracy` only under procedure uda, so evaluation never asks the
+        translation procedure, which has no D_digit).
 
         As train_uda.py evaluates: running BatchNorm statistics, z = mu, no inversion. The
         encoder is shared, so the images' `domain` changes nothing.
@@ -647,7 +651,7 @@ class UFDN:
         spec = DataSpec(domains=(domain,), channels={domain: self.img_depth}, labels=(domain,))
         loader = data.make_loader(self.config.data, split="test", seed=0, spec=spec,
                                   batch_size=int(self.config.get("eval_batch_size", 100)))
-        accuracy = jax.jit(self.digit_accuracy)
+        accuracy = jax.jit(self._digit_accuracy)
         correct = total = 0.0
         try:
             for i in range(loader.steps_per_epoch):

@@ -22,7 +22,7 @@ from tests.overrides import set_keys
 from unpaired import checkpoint, config_validation, data, methods, train, translate
 from unpaired.data.spec import DataSpec
 from unpaired.eval import classifier as eval_classifier
-from unpaired.eval import during_training, fid, report, run
+from unpaired.eval import diversity, during_training, fid, report, run
 
 
 def classifier_config(domain, steps=3):
@@ -117,6 +117,7 @@ def test_evaluate_equals_an_independent_computation(classifiers):
     assert sorted(metrics) == ["classifier_fid/A_to_B", "classifier_fid/B_to_A",
                                "classifier_kid/A_to_B", "classifier_kid/B_to_A",
                                "cycle_l1/A_to_B", "cycle_l1/B_to_A",
+                               "diversity/A_to_B", "diversity/B_to_A",
                                "translation_accuracy/A_to_B", "translation_accuracy/B_to_A",
                                "translation_accuracy_holdout/A_to_B",
                                "translation_accuracy_holdout/B_to_A"]
@@ -144,6 +145,8 @@ def test_evaluate_equals_an_independent_computation(classifiers):
             state.params, state.model_state, fakes))
         expected_l1 = float(np.mean(np.abs(again.astype(np.float64) - test.images)))
         np.testing.assert_allclose(metrics[f"cycle_l1/{s}_to_{t}"], expected_l1, rtol=1e-5)
+        np.testing.assert_allclose(metrics[f"diversity/{s}_to_{t}"],
+                                   diversity.diversity_ratio(test.images, fakes), rtol=1e-5)
         assert len(eval_data.holdout[s].images) == 16
     # The same images every time: a second evaluation gives identical numbers.
     assert run.evaluate(method, state, config, run.load_eval_data(method, config)) == metrics
@@ -254,6 +257,21 @@ def test_digit_accuracy_hook_on_target_test_and_source_holdout():
                                                      eval_set.images, eval_set.labels))
         assert abs(metrics[key] - whole) <= 1 / len(eval_set.images) + 1e-12
     assert run.selection_value(metrics, "auto")[0] == "mean(da_accuracy_holdout/*)"
+
+
+def test_ufdn_translation_procedure_is_scored_without_a_digit_classifier(classifiers):
+    # Regression: procedure translation has no D_digit, yet evaluate asked its digit_accuracy
+    # (a KeyError) as soon as a target classifier made it load labelled test sets.
+    config = ufdn_uda_tiny()
+    config.procedure, config.data.domains = "translation", "A,B,C"
+    config.lambdas = ufdn_config.get_config("digits").lambdas
+    config.data.holdout = 0
+    config.eval.classifiers = f"B={classifiers['B']}"
+    method = methods.build(config)
+    assert not hasattr(method, "digit_accuracy") and hasattr(methods.build(ufdn_uda_tiny()), "digit_accuracy")
+    metrics = run.evaluate(method, method.create_state(jax.random.key(0)), config, run.load_eval_data(method, config))
+    assert {"translation_accuracy/A_to_B", "translation_accuracy/C_to_B", "diversity/A_to_C"} <= set(metrics)
+    assert not any(k.startswith("da_accuracy") for k in metrics)
 
 
 def test_pixel_da_classifier_learns_and_composes(classifiers):

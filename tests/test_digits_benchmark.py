@@ -40,10 +40,14 @@ def test_digits_benchmark_runs_end_to_end(tmp_path):
     result = json.load(open(tmp_path / "runs" / "cyclegan_mnist2usps_seed0" / "result.json"))
     assert f"{result['translation_accuracy']:.3f}" in row and f"{result['pixel_da_accuracy']:.3f}" in row
     assert row.endswith("| 1 | 2 (tiny) |"), row
-    assert "| CoGAN (paper only) | mnist2usps | — | — | — | 0.957 |" in text
+    assert "| CoGAN (paper only) | mnist2usps | — | — | — | — | — | 0.957 |" in text
+    assert f"{result['diversity']:.3f}" in row  # the collapse measure of the selected checkpoint
     for phrase in ("6,112", "Model selection", "No target label is used to select", "16 training images per domain",
                    "2 steps per run", "1 seed(s)"):
         assert phrase in text, phrase
+    kept = tmp_path / "results_runs"  # the small files a table is rebuilt from, beside it
+    assert sorted(os.listdir(kept / "cyclegan_mnist2usps_seed0")) == ["config.json", "metrics.jsonl", "result.json"]
+    assert os.listdir(kept / "classifier_usps") == ["accuracy.json"]
     best = json.load(open(tmp_path / "runs" / "cyclegan_mnist2usps_seed0" / "best.json"))
     assert best["select"] == "translation_accuracy_holdout/A_to_B" and result["step"] == best["step"]
     for name in ("translations_cyclegan_mnist2usps.png", "accuracy_over_steps_mnist2usps.png"):

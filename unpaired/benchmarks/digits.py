@@ -15,6 +15,8 @@ Protocol, per direction (source -> target) and seed:
    and the pixel-level DA accuracy (a fresh classifier trained on the translated labelled
    source training images, tested on the real target test set).
 Runs live under `workroot`; a finished run (its result.json) is reused, so the command resumes.
+Each finished run's small files are also kept beside the table (`record_dir`: result.json,
+metrics.jsonl, config.json), so `--report_only` rebuilds the table and curves without the runs.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import dataclasses
 import importlib
 import json
 import os
+import shutil
+import time
 from typing import Any
 
 import ml_collections
@@ -34,7 +38,11 @@ from unpaired.benchmarks import plot
 
 DIRECTIONS = {"mnist2usps": ("mnist", "usps"), "usps2mnist": ("usps", "mnist")}
 METHODS = ("cyclegan", "unit", "unit_da", "ufdn", "dtn")
-NETWORKS = ("preset", "small")  # the presets' widths, or narrower ones a 2-core CPU trains in minutes
+NETWORKS = ("preset", "small", "cpu")  # the presets' widths, narrower ones, or the CPU presets
+# --networks=cpu: each method's CPU preset in its config file, taken whole (widths, learning
+# rate, batch, schedule and max_steps chosen to learn in one run of at most 20 minutes on a
+# 2-core CPU; each preset lists its deviations from the reference). {direction} is filled in.
+CPU_PRESETS = {"ufdn": ("ufdn", "uda_cpu")}
 # Reported DA accuracy (MNIST->USPS, USPS->MNIST), from the issue text: CoGAN (Liu & Tuzel
 # 2016), UNIT (Liu et al. 2017, Table 2: its DA model, our unit_da), UFDN (Liu et al. 2018,
 # Table 3; USPS->MNIST 0.93-0.94).
@@ -43,6 +51,10 @@ PAPERS = {"cogan": {"mnist2usps": "0.957", "usps2mnist": "0.932"},
           "ufdn": {"mnist2usps": "0.971", "usps2mnist": "0.93-0.94"},
           "cyclegan": {}, "unit": {}, "dtn": {}}
 LATENT_DA = ("unit_da", "ufdn")  # methods with their own classifier (digit_accuracy): select on it
+# Metrics a method's digit procedure does not train: UFDN's `uda` procedure (train_uda.py)
+# never trains its decoder to translate (no pixel adversary, no translation loss), so its
+# translations, and a classifier trained on them, measure nothing. Shown as "n/t".
+NOT_TRAINED = {"ufdn": ("translation_accuracy", "pixel_da_accuracy", "diversity")}
 
 
 @dataclasses.dataclass
@@ -86,7 +98,25 @@ def _digits_data(s: Settings, a: str, b: str) -> ml_collections.ConfigDict:
     return d
 
 
+def rescale_schedules(c: ml_collections.ConfigDict, steps: int) -> None:
+    """Stretches the schedules counted in steps to a run of `steps` instead of the preset's
+    max_steps: UNIT's StepLR step_size and UFDN's loss-weight ramps. Without it a preset made
+    for 300 steps, run for 1,000, halves its learning rate five times (issue 23). Schedules
+    counted in epochs (CycleGAN, DTN) are left as they are."""
+    base = int(c.get("max_steps", -1))
+    if base <= 0 or steps == base:
+        return
+    ratio = steps / base
+    if c.get("lr_policy") == "step" and "step_size" in c:
+        c.step_size = max(1, round(c.step_size * ratio))
+    if "lambdas" in c:
+        for name, (init, final, length) in c.lambdas.items():
+            if length > 1:
+                c.lambdas[name] = (init, final, max(1, round(length * ratio)))
+
+
 def _run_keys(c: ml_collections.ConfigDict, s: Settings, seed: int, steps: int) -> None:
+    rescale_schedules(c, steps)
     c.seed = seed
     c.max_steps = steps
     c.log_every = max(1, min(100, steps))
@@ -101,8 +131,19 @@ def _run_keys(c: ml_collections.ConfigDict, s: Settings, seed: int, steps: int) 
         c.eval.pixel_da_nf, c.eval.pixel_da_batch = 2, 8
 
 
+def _preset(s: Settings, method: str, direction: str, default: str) -> str:
+    """The preset `method` starts from: its CPU preset with --networks=cpu, else `default`."""
+    if s.networks != "cpu":
+        return default
+    if method not in CPU_PRESETS:
+        raise ValueError(f"--networks=cpu: {method} has no CPU preset yet; methods with one: "
+                         f"{', '.join(CPU_PRESETS)}")
+    return CPU_PRESETS[method][1].format(direction=direction)
+
+
 def steps_of(s: Settings, method: str) -> int:
-    """The training length of `method`: its --method_steps entry, else --steps."""
+    """The training length of `method`: its --method_steps entry, else (--networks=cpu) its CPU
+    preset's max_steps, else --steps."""
     table = {}
     for part in filter(None, (p.strip() for p in s.method_steps.split(","))):
         name, sep, value = part.partition("=")
@@ -110,6 +151,9 @@ def steps_of(s: Settings, method: str) -> int:
             raise ValueError(f"--method_steps={s.method_steps!r}: expected method=steps entries "
                              f"(methods {', '.join(METHODS)}, steps >= 1); bad entry {part!r}")
         table[name.strip()] = int(value)
+    if method not in table and s.networks == "cpu" and method in CPU_PRESETS:
+        name, preset = CPU_PRESETS[method]
+        return int(_load_config(name, preset.format(direction="mnist2usps")).max_steps)
     return table.get(method, s.steps)
 
 
@@ -143,7 +187,7 @@ def method_config(s: Settings, method: str, direction: str, seed: int, classifie
         raise ValueError(f"--networks={s.networks!r}: expected one of {', '.join(NETWORKS)}")
     small = s.networks == "small"
     if method == "cyclegan":
-        c = _load_config("cyclegan", "mnist2usps")
+        c = _load_config("cyclegan", _preset(s, method, direction, "mnist2usps"))
         c.data = _digits_data(s, src, tgt)
         names = {"A": src, "B": tgt}
         if small:  # the digits preset's networks: resnet_6blocks ngf 16, basic D ndf 16, batch 8
@@ -153,14 +197,14 @@ def method_config(s: Settings, method: str, direction: str, seed: int, classifie
             c.ngf = c.ndf = 2
             c.batch_size, c.pool_size = 2, 2
     elif method == "unit":
-        c = _load_config("unit", "digits")
+        c = _load_config("unit", _preset(s, method, direction, "digits"))
         c.data = _digits_data(s, src, tgt)
         names = {"A": src, "B": tgt}
         if s.tiny:
             c.gen_dim = c.dis_dim = 2
             c.batch_size = 2
     elif method == "unit_da":
-        c = _load_config("unit", direction)  # the DA model: CoVAE32x32 + CoDis32x32 (version_02)
+        c = _load_config("unit", _preset(s, method, direction, direction))  # the DA model: CoVAE32x32 + CoDis32x32 (version_02)
         c.data = _digits_data(s, src, tgt)
         names = {"A": src, "B": tgt}
         if small:  # base widths 8 (the reference: gen 96, dis 64), batch 16 per domain (64):
@@ -170,7 +214,7 @@ def method_config(s: Settings, method: str, direction: str, seed: int, classifie
             c.gen_ch = c.dis_ch = 4
             c.batch_size = 4
     elif method == "dtn":
-        c = _load_config("dtn", "mnist2usps")
+        c = _load_config("dtn", _preset(s, method, direction, "mnist2usps"))
         c.data = _digits_data(s, src, tgt)
         c.source_domain, c.target_domain = "A", "B"
         names = {"A": src, "B": tgt}
@@ -180,7 +224,7 @@ def method_config(s: Settings, method: str, direction: str, seed: int, classifie
         if s.tiny:
             c.nf, c.feature_dim, c.ngf, c.ndf, c.batch_size = 4, 8, 4, 4, 4
     elif method == "ufdn":
-        c = _load_config("ufdn", "uda_small" if small else "uda")
+        c = _load_config("ufdn", _preset(s, method, direction, "uda_small" if small else "uda"))
         c.data = _digits_data(s, src, tgt)
         c.data.domains = f"{src},{tgt}"  # the labelled source first
         c.data.idx = f"{src}={idx_paths(s.data_root, src)},{tgt}={idx_paths(s.data_root, tgt)}"
@@ -215,12 +259,38 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> None:
     train.train_and_evaluate(config, workdir)
 
 
+def record_dir(s: Settings) -> str:
+    """Where finished runs' small files (result.json, metrics.jsonl) are kept beside --output
+    (`docs/results_runs` by default, in the repository): the table and its curves can be rebuilt
+    from them with --report_only after the workroot (checkpoints) is gone."""
+    return os.path.join(os.path.dirname(os.path.abspath(s.output)), "results_runs")
+
+
+def _keep(s: Settings, name: str, workdir: str, files: tuple[str, ...]) -> None:
+    """Copies a finished run's small `files` into record_dir(s)/name."""
+    kept = os.path.join(record_dir(s), name)
+    os.makedirs(kept, exist_ok=True)
+    for f in files:
+        if os.path.exists(os.path.join(workdir, f)):
+            shutil.copyfile(os.path.join(workdir, f), os.path.join(kept, f))
+
+
 def train_classifier(s: Settings, domain: str) -> str:
     """The workdir of `domain`'s classifier, trained unless already there."""
     workdir = os.path.join(s.workroot, f"classifier_{domain}")
     if not os.path.exists(os.path.join(workdir, "accuracy.json")):
         _train(classifier_config(s, domain), workdir)
+        _keep(s, f"classifier_{domain}", workdir, ("accuracy.json",))
     return workdir
+
+
+def _finished_classifier(s: Settings, domain: str) -> str | None:
+    """The folder with `domain`'s finished classifier's accuracy.json: the workroot, else the record."""
+    for folder in (os.path.join(s.workroot, f"classifier_{domain}"),
+                   os.path.join(record_dir(s), f"classifier_{domain}")):
+        if os.path.exists(os.path.join(folder, "accuracy.json")):
+            return folder
+    return None
 
 
 def run_one(s: Settings, method: str, direction: str, seed: int, classifiers: dict[str, str]
@@ -229,17 +299,24 @@ def run_one(s: Settings, method: str, direction: str, seed: int, classifiers: di
     `report_only`, None for a run that has not finished)."""
     from unpaired.eval import pixel_da, report, run  # pylint: disable=import-outside-toplevel
 
-    workdir = os.path.join(s.workroot, f"{method}_{direction}_seed{seed}")
+    name = f"{method}_{direction}_seed{seed}"
+    workdir = os.path.join(s.workroot, name)
     done = os.path.join(workdir, "result.json")
-    if os.path.exists(done):
-        with open(done, encoding="utf-8") as f:
-            return json.load(f)
+    for folder in (workdir, os.path.join(record_dir(s), name)):  # the workroot, else the record
+        if os.path.exists(os.path.join(folder, "result.json")):
+            with open(os.path.join(folder, "result.json"), encoding="utf-8") as f:
+                kept = json.load(f)
+            kept["workdir"] = folder
+            return kept
     if s.report_only:
         return None
     config, names = method_config(s, method, direction, seed, classifiers)
     if method == "dtn":  # stage 1 is the source's classifier (trained without its held-out images)
         config.init_from = classifiers[DIRECTIONS[direction][0]]
+    load_before = os.getloadavg()[0]
+    start = time.perf_counter()
     _train(config, workdir)
+    train_seconds = time.perf_counter() - start
     selected = os.path.join(workdir, "best")
     model = report.load_model(selected if os.path.isdir(selected) else workdir)
     model.config.eval.classifiers = config.eval.classifiers
@@ -256,11 +333,14 @@ def run_one(s: Settings, method: str, direction: str, seed: int, classifiers: di
     result = {"method": method, "direction": direction, "seed": seed, "step": int(model.state.step),
               "steps": steps_of(s, method), "networks": "tiny" if s.tiny else s.networks,
               "workdir": workdir, "src": src, "tgt": tgt, "metrics": metrics,
+              "train_seconds": round(train_seconds, 1), "load_before": round(load_before, 2),
               "translation_accuracy": metrics.get(f"translation_accuracy/{src}_to_{tgt}"),
               "da_accuracy": metrics.get(f"da_accuracy/{tgt}"),
-              "pixel_da_accuracy": metrics.get(f"pixel_da_accuracy/{src}_to_{tgt}")}
+              "pixel_da_accuracy": metrics.get(f"pixel_da_accuracy/{src}_to_{tgt}"),
+              "diversity": metrics.get(f"diversity/{src}_to_{tgt}")}
     with open(done, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=2)
+    _keep(s, name, workdir, ("result.json", "metrics.jsonl", "config.json"))
     return result
 
 
@@ -271,6 +351,37 @@ def _mean_spread(values: list[float | None]) -> str:
     if len(vals) == 1:
         return f"{vals[0]:.3f} (1 seed)"
     return f"{np.mean(vals):.3f} ± {np.std(vals, ddof=1):.3f}"
+
+
+def curve_key(r: dict[str, Any]) -> str:
+    """The metrics.jsonl key of a run's target test accuracy during training (its curve)."""
+    if r["method"] in LATENT_DA:
+        return f"eval/da_accuracy/{r['tgt']}"
+    return f"eval/translation_accuracy/{r['src']}_to_{r['tgt']}"
+
+
+def curve(r: dict[str, Any]) -> list[tuple[int, float]]:
+    """(step, target test accuracy) at every evaluation of a run, from its metrics.jsonl."""
+    path = os.path.join(r["workdir"], "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    key = curve_key(r)
+    with open(path, encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return [(int(row["step"]), float(row[key])) for row in rows if key in row]
+
+
+def reference_selection(r: dict[str, Any]) -> float | None:
+    """The references' model selection, for comparison only: the best target test accuracy over
+    the evaluations during training (UFDN's and UNIT's DA scripts keep that checkpoint)."""
+    points = curve(r)
+    return max(v for _, v in points) if points else None
+
+
+def _cell(rs: list[dict[str, Any]], method: str, name: str) -> str:
+    if name in NOT_TRAINED.get(method, ()):
+        return "n/t"
+    return _mean_spread([r.get(name) for r in rs])
 
 
 def _runs_length(rs: list[dict[str, Any]]) -> str:
@@ -287,18 +398,15 @@ def figures(s: Settings, results: list[dict[str, Any]], folder: str) -> dict[str
     out: dict[str, list[str]] = {"translations": [], "curves": []}
     curves: dict[str, dict[str, list[tuple[float, float]]]] = {}
     for r in results:
-        rows = []
-        path = os.path.join(r["workdir"], "metrics.jsonl")
-        key = f"eval/translation_accuracy/{r['src']}_to_{r['tgt']}"
-        if r["method"] in LATENT_DA:
-            key = f"eval/da_accuracy/{r['tgt']}"
-        if os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
-                rows = [json.loads(line) for line in f]
-        points = [(row["step"], row[key]) for row in rows if key in row]
+        points = curve(r)
         if points and r["seed"] == 0:
             curves.setdefault(r["direction"], {})[r["method"]] = points
         if r["seed"] != 0:
+            continue
+        name = f"translations_{r['method']}_{r['direction']}.png"
+        if not os.path.isdir(os.path.join(r["workdir"], "checkpoints")):  # a kept record: no weights
+            if os.path.exists(os.path.join(folder, name)):
+                out["translations"].append(name)  # the grid drawn when the run finished
             continue
         selected = os.path.join(r["workdir"], "best")
         model = report.load_model(selected if os.path.isdir(selected) else r["workdir"])
@@ -308,7 +416,6 @@ def figures(s: Settings, results: list[dict[str, Any]], folder: str) -> dict[str
         request = next(q for a, b, q in data.directions if (a, b) == (r["src"], r["tgt"]))
         x = data.test[r["src"]].images[:8]
         fake = run.translated(model.method, model.state, data, request, x)
-        name = f"translations_{r['method']}_{r['direction']}.png"
         logs.save_png(logs.image_grid([x, fake]), os.path.join(folder, name))
         out["translations"].append(name)
     for direction, series in curves.items():
@@ -330,8 +437,9 @@ def write_results(s: Settings, results: list[dict[str, Any]], classifier_acc: di
              + (f"--method_steps={s.method_steps} " if s.method_steps else "") +
              f"--networks={s.networks} --eval_every={s.eval_every} --pixel_da_steps={s.pixel_da_steps}"
              f"{' --report_only' if s.report_only else ''}{' --tiny' if s.tiny else ''}).", "",
-             "| method | direction | translation acc. (DTN protocol) | latent DA acc. | pixel-level DA acc. | paper (DA) | seeds | steps (networks) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| method | direction | translation acc. (DTN protocol) | latent DA acc. | pixel-level DA acc. "
+             "| diversity | best target test (references' selection) | paper (DA) | seeds | steps (networks) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for method in tuple(s.methods) + ("cogan",):
         for direction in s.directions:
             rs = [r for r in results if r["method"] == method and r["direction"] == direction]
@@ -339,14 +447,22 @@ def write_results(s: Settings, results: list[dict[str, Any]], classifier_acc: di
             if not rs and method != "cogan":
                 continue
             if method == "cogan":
-                lines.append(f"| CoGAN (paper only) | {direction} | — | — | — | {paper} | — | — |")
+                lines.append(f"| CoGAN (paper only) | {direction} | — | — | — | — | — | {paper} | — | — |")
                 continue
-            lines.append(f"| {method} | {direction} | {_mean_spread([r['translation_accuracy'] for r in rs])} | "
-                         f"{_mean_spread([r['da_accuracy'] for r in rs])} | "
-                         f"{_mean_spread([r['pixel_da_accuracy'] for r in rs])} | {paper} | {len(rs)} | "
+            lines.append(f"| {method} | {direction} | {_cell(rs, method, 'translation_accuracy')} | "
+                         f"{_cell(rs, method, 'da_accuracy')} | {_cell(rs, method, 'pixel_da_accuracy')} | "
+                         f"{_cell(rs, method, 'diversity')} | "
+                         f"{_mean_spread([reference_selection(r) for r in rs])} | {paper} | {len(rs)} | "
                          f"{_runs_length(rs)} |")
     lines += ["", "Mean ± sample standard deviation over seeds 0..n-1 of the checkpoint selected by "
-              "the source held-out accuracy.", ""]
+              "the source held-out accuracy. **Diversity**: the collapse measure "
+              "(`unpaired.eval.diversity`), the translations' mean pairwise RMS distance over the "
+              "inputs' on the first 256 source test digits: 0 when every input gives one image. "
+              "**Best target test**: the references' own selection (the best target test accuracy "
+              "over the evaluations during training, on the curves' test images), beside ours for "
+              "comparison; it reads target labels, so it is not a domain-adaptation result. "
+              "**n/t**: a metric the method's procedure does not train (UFDN's `uda` procedure "
+              "never trains its decoder to translate).", ""]
     if any(r.get("networks") in ("small", "tiny") for r in results):
         lines += ["**Read these rows as short CPU runs, not as the methods' accuracy.** Rows marked "
                   "`small` or `tiny` train narrowed networks for a few hundred to a thousand steps "
@@ -424,12 +540,13 @@ def run_benchmark(s: Settings) -> list[dict[str, Any]]:
     if "dtn" in s.methods:
         domains |= {DIRECTIONS[d][0] for d in s.directions}  # DTN's f on its source
     if s.report_only:
-        missing = [d for d in sorted(domains) if not os.path.exists(
-            os.path.join(s.workroot, f"classifier_{d}", "accuracy.json"))]
+        missing = [d for d in sorted(domains) if _finished_classifier(s, d) is None]
         if missing:
             raise ValueError(f"--report_only: no finished classifier for {', '.join(missing)} under "
-                             f"--workroot={s.workroot!r}")
-    classifiers = {d: train_classifier(s, d) for d in sorted(domains)}
+                             f"--workroot={s.workroot!r} or {record_dir(s)!r}")
+        classifiers = {d: _finished_classifier(s, d) for d in sorted(domains)}
+    else:
+        classifiers = {d: train_classifier(s, d) for d in sorted(domains)}
     accuracy = {}
     for d, w in classifiers.items():
         with open(os.path.join(w, "accuracy.json"), encoding="utf-8") as f:

@@ -1,0 +1,82 @@
+"""The digits benchmark's protocol pieces that need no data: schedules stretched with the run,
+metrics a procedure does not train marked, the references' selection read from the curves."""
+
+import json
+
+import pytest
+
+from configs import ufdn as ufdn_config
+from configs import unit as unit_config
+from unpaired.benchmarks import digits as bench
+
+
+def test_step_counted_schedules_stretch_with_the_run():
+    unit = unit_config.get_config("digits")  # 300 steps, StepLR every 200
+    bench.rescale_schedules(unit, 1000)
+    assert unit.step_size == 667
+    config, _ = bench.method_config(bench.Settings(steps=1000), "unit", "mnist2usps", 0, {})
+    assert config.max_steps == 1000 and config.step_size == 667
+    ufdn = ufdn_config.get_config("digits")  # 400 steps; ramps over 100 and 200 steps
+    bench.rescale_schedules(ufdn, 2000)
+    assert ufdn.lambdas.pix_recon == (10.0, 1.0, 500) and ufdn.lambdas.feat_domain == (0.0, 1.0, 1000)
+    assert ufdn.lambdas.kl == (1e-6, 1e-6, 1)  # constants stay constants
+    same = unit_config.get_config("digits")
+    bench.rescale_schedules(same, 300)
+    assert same.step_size == 200
+
+
+def _result(tmp_path, method, seed, curve):
+    workdir = tmp_path / f"{method}_{seed}"
+    workdir.mkdir()
+    key = "eval/da_accuracy/B" if method in bench.LATENT_DA else "eval/translation_accuracy/A_to_B"
+    with open(workdir / "metrics.jsonl", "w", encoding="utf-8") as f:
+        for step, value in curve:
+            f.write(json.dumps({"step": step, key: value, "loss": 1.0}) + "\n")
+            f.write(json.dumps({"step": step, "loss": 0.5}) + "\n")
+    return {"method": method, "direction": "mnist2usps", "seed": seed, "workdir": str(workdir),
+            "src": "A", "tgt": "B", "steps": 30, "networks": "small", "translation_accuracy": 0.25,
+            "da_accuracy": 0.5 if method in bench.LATENT_DA else None, "pixel_da_accuracy": 0.125,
+            "diversity": 0.75}
+
+
+def test_table_marks_untrained_metrics_and_shows_the_references_selection(tmp_path):
+    results = [_result(tmp_path, "ufdn", 0, [(10, 0.5), (20, 0.9), (30, 0.7)]),
+               _result(tmp_path, "ufdn", 1, [(10, 0.6), (20, 0.7)]),
+               _result(tmp_path, "dtn", 0, [(10, 0.2), (20, 0.4)])]
+    assert bench.reference_selection(results[0]) == 0.9
+    s = bench.Settings(methods=("ufdn", "dtn"), directions=("mnist2usps",), seeds=2, steps=30,
+                       output=str(tmp_path / "results.md"))
+    text = bench.write_results(s, results, {}, {"translations": [], "curves": []}, str(tmp_path / "figs"))
+    rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in text.splitlines()
+            if line.startswith("| ufdn |") or line.startswith("| dtn |")}
+    # translation, latent DA, pixel DA, diversity, best target test
+    assert rows["ufdn"][2:7] == ["n/t", "0.500 ± 0.000", "n/t", "n/t", "0.800 ± 0.141"]
+    assert rows["dtn"][2:7] == ["0.250 (1 seed)", "—", "0.125 (1 seed)", "0.750 (1 seed)", "0.400 (1 seed)"]
+    assert "**n/t**: a metric the method's procedure does not train" in text
+
+
+
+def test_report_only_rebuilds_from_the_kept_record_without_the_runs(tmp_path):
+    s = bench.Settings(methods=("dtn",), directions=("mnist2usps",), seeds=1, steps=30, report_only=True,
+                       workroot=str(tmp_path / "gone"), output=str(tmp_path / "docs" / "results.md"))
+    kept = tmp_path / "docs" / "results_runs"
+    r = _result(tmp_path, "dtn", 0, [(10, 0.2), (20, 0.4)])
+    (kept / "dtn_mnist2usps_seed0").mkdir(parents=True)
+    (kept / "dtn_mnist2usps_seed0" / "result.json").write_text(json.dumps(r))
+    (kept / "dtn_mnist2usps_seed0" / "metrics.jsonl").write_text(open(r["workdir"] + "/metrics.jsonl").read())
+    assert bench.record_dir(s) == str(kept)
+    got = bench.run_one(s, "dtn", "mnist2usps", 0, {})
+    assert got["workdir"] == str(kept / "dtn_mnist2usps_seed0") and bench.reference_selection(got) == 0.4
+    assert bench.run_one(s, "dtn", "mnist2usps", 1, {}) is None  # not finished anywhere
+    with pytest.raises(ValueError, match="no finished classifier for mnist, usps"):
+        bench.run_benchmark(s)
+    for d in ("mnist", "usps"):
+        (kept / f"classifier_{d}").mkdir()
+        (kept / f"classifier_{d}" / "accuracy.json").write_text(json.dumps({"accuracy": 0.5}))
+    data = tmp_path / "data"
+    for d in ("mnist", "usps"):
+        (data / d).mkdir(parents=True)
+        (data / d / "train-images-idx3-ubyte.gz").write_bytes(b"")
+    s.data_root = str(data)
+    assert [x["seed"] for x in bench.run_benchmark(s)] == [0]
+    assert "| dtn | mnist2usps | 0.250 (1 seed) |" in (tmp_path / "docs" / "results.md").read_text()

@@ -14,11 +14,11 @@ source held-out accuracy, and writes the table, the protocol and the figures
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from absl import app, flags
 
+from unpaired import cli
 from unpaired.benchmarks import digits as bench
 
 _D = bench.Settings()
@@ -51,13 +51,13 @@ _REPORT_ONLY = flags.DEFINE_bool(
     "report_only", False, "Write --output from the runs already finished under --workroot (each "
     "row counts its seeds); train nothing. For a benchmark stopped part way.")
 _TINY = flags.DEFINE_bool("tiny", False, "Tiny network widths: a smoke run for the test suite.")
+_VERBOSE = cli.define_verbose()
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    logging.getLogger().setLevel(logging.INFO)
-    logging.getLogger("absl").setLevel(logging.WARNING)
+    cli.setup_logging(_VERBOSE.value)
     settings = bench.Settings(
         data_root=_DATA_ROOT.value, workroot=_WORKROOT.value, output=_OUTPUT.value,
         methods=tuple(_METHODS.value), directions=tuple(_DIRECTIONS.value), seeds=_SEEDS.value,

@@ -46,6 +46,9 @@ def test_log_lines_count_rate_and_eta_from_the_resumed_step_and_show_the_metrics
     # 20 steps in 10 s since the resume (not 60 in 10): 2 steps/s, 40 steps left: 20 s.
     assert bar.rate(60) == 2.0
     assert stream.getvalue() == "step 60/100 60% [00:10<00:20, 2.00 step/s, G=1.25, D=0.5]\n"
+    clock.now += 70.0  # slower than a step a second: still steps per second, not seconds per step
+    bar.update(80)
+    assert stream.getvalue().splitlines()[-1] == "step 80/100 80% [01:20<00:40, 0.50 step/s]"
 
 
 def test_log_lines_are_rate_limited_but_the_first_and_last_always_print():

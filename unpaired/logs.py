@@ -19,7 +19,7 @@ from PIL import Image
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-LINE_FORMAT = "step {n_fmt}/{total_fmt} {percentage:.0f}% [{elapsed}<{remaining}, {rate:.2f} step/s{postfix}]"
+LINE_FORMAT = "step {n_fmt}/{total_fmt} {percentage:.0f}% [{elapsed}<{remaining}, {rate_noinv:.2f} step/s{postfix}]"
 
 
 class ProgressBar:
@@ -45,7 +45,7 @@ class ProgressBar:
         self._redirect = contextlib.ExitStack()
         self._bar = None
         if self.interactive:
-            self._bar = tqdm(total=self.total, initial=start, file=self.stream, unit=" step",
+            self._bar = tqdm(total=self.total, initial=start, file=self.stream, unit="step",
                              dynamic_ncols=True)
             self._redirect.enter_context(logging_redirect_tqdm())
             if sys.stdout.isatty():

@@ -127,6 +127,7 @@ _DATA_BATCHES = flags.DEFINE_integer("data_batches", 20, "Timed batches for --da
 _DEVICES = flags.DEFINE_list(
     "devices", None, "Weak scaling instead of the torch comparison: e.g. 1,2,4,8 devices at "
     "--batch_size per device (CPU: simulated devices); steps/s, img/s and efficiency per count.")
+_VERBOSE = cli.define_verbose()
 
 
 def _finite(value):
@@ -143,6 +144,7 @@ def _finite(value):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    cli.setup_logging(_VERBOSE.value)
     if _CONFIG.value is None:
         raise app.UsageError("--config is required, e.g. --config=configs/cyclegan.py:digits")
     if _XLA_FLAGS.value:  # before the first JAX computation initialises the backend

@@ -9,17 +9,19 @@ r"""MNIST <-> USPS for every available method; writes docs/results.md beside the
 Trains a target-domain classifier per target, then each method x direction x seed (a
 finished run is reused, so re-running resumes), selects each run's checkpoint by the
 source held-out accuracy, and writes the table, the protocol and the figures
-(`results_figures/` beside --output). See `unpaired/benchmarks/digits.py`.
+(`results_figures/` beside --output; the curves need matplotlib: `pip install
+'unpaired[bench]'`). See `unpaired/benchmarks/digits.py`.
 """
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from absl import app, flags
 
+from unpaired import cli
 from unpaired.benchmarks import digits as bench
+from unpaired.benchmarks import plot
 
 _D = bench.Settings()
 _METHODS = flags.DEFINE_list("methods", list(_D.methods), f"Of {', '.join(bench.METHODS)}.")
@@ -51,13 +53,17 @@ _REPORT_ONLY = flags.DEFINE_bool(
     "report_only", False, "Write --output from the runs already finished under --workroot (each "
     "row counts its seeds); train nothing. For a benchmark stopped part way.")
 _TINY = flags.DEFINE_bool("tiny", False, "Tiny network widths: a smoke run for the test suite.")
+_VERBOSE = cli.define_verbose()
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    logging.getLogger().setLevel(logging.INFO)
-    logging.getLogger("absl").setLevel(logging.WARNING)
+    cli.setup_logging(_VERBOSE.value)
+    try:
+        plot.require_matplotlib()  # the figures come last: say so before hours of training
+    except ImportError as err:
+        sys.exit(f"error: {err}")
     settings = bench.Settings(
         data_root=_DATA_ROOT.value, workroot=_WORKROOT.value, output=_OUTPUT.value,
         methods=tuple(_METHODS.value), directions=tuple(_DIRECTIONS.value), seeds=_SEEDS.value,

@@ -17,10 +17,11 @@ real target test set).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from unpaired import cli
@@ -46,10 +47,14 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", _DEFAULT_CONFIG, "The architecture of a --checkpoint weight file; for a workdir only "
     "--config.x=y overrides apply, on top of the saved config.")
 
+_VERBOSE = cli.define_verbose()
+log = logging.getLogger(__name__)
+
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    cli.setup_logging(_VERBOSE.value)
     from unpaired.checkpoint import CheckpointError
     from unpaired.data.errors import DataError
     from unpaired.eval import config as eval_config
@@ -74,7 +79,7 @@ def main(argv: list[str]) -> None:
         if _PIXEL_DA_STEPS.value is not None:
             e.pixel_da_steps = _PIXEL_DA_STEPS.value
         eval_config.validate_eval(model.config, tuple(type(model.method).data_spec(model.config).domains))
-        logging.info("evaluating %s", model.source)
+        log.info("evaluating %s", model.source)
         metrics = report.report(model, pixel_da_steps=int(e.pixel_da_steps))
     except (ValueError, CheckpointError, DataError) as err:  # incl. ConfigError
         sys.exit(f"error: {err}")

@@ -12,14 +12,18 @@ import sys
 
 from absl import app, flags
 
+from unpaired import cli
+
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir (or its checkpoints/<step>).")
 _OUTPUT = flags.DEFINE_string("output", None, "Folder for the exported files.")
 _STEP = flags.DEFINE_integer("step", None, "The checkpoint step to export (default: newest).")
+_VERBOSE = cli.define_verbose()
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    cli.setup_logging(_VERBOSE.value)
     from unpaired import export, translate  # after flag parsing: imports jax
     from unpaired.checkpoint import CheckpointError
 

@@ -4,10 +4,10 @@ Thin entry point in the style of the Flax examples: flags in, `unpaired.train` d
 work. With no flags it trains CycleGAN on the built-in offline digits into
 `workdirs/cyclegan_digits`; run it again to resume from the newest checkpoint there.
 A missing config file, unknown preset, unknown `--config.key` or bad value ends in one
-`error:` line (see `unpaired.cli`).
+`error:` line (see `unpaired.cli`). The first lines say what trains where (the full config
+is in `<workdir>/config.json`; `--verbose` prints it and the libraries' INFO logs).
 """
 
-import logging
 import os
 import sys
 
@@ -35,6 +35,7 @@ flags.DEFINE_bool("distributed", False, "Start jax.distributed with JAX's own cl
                   "(TPU pod slices, SLURM, Open MPI) when no coordinator is given.")
 flags.DEFINE_integer("heartbeat_timeout", 100, "Seconds without a heartbeat after which the "
                      "other processes of a multi-host run stop with an error instead of waiting.")
+_VERBOSE = cli.define_verbose()
 
 
 def _default_workdir(config_arg: str, method: str) -> str:
@@ -45,8 +46,7 @@ def _default_workdir(config_arg: str, method: str) -> str:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.getLogger().setLevel(logging.INFO)
-    logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every save step at INFO
+    cli.setup_logging(_VERBOSE.value)
     from unpaired import distributed  # before anything else touches the JAX backend
     try:
         distributed.initialize(flags.FLAGS.coordinator_address, flags.FLAGS.num_processes,
@@ -55,13 +55,20 @@ def main(argv):
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
-    from unpaired import checkpoint, config_validation, train  # after flag parsing: imports jax
+    import jax  # pylint: disable=import-outside-toplevel  (after flag parsing)
+
+    from unpaired import checkpoint, config_validation, train
     from unpaired.data import DataError
 
     config = flags.FLAGS.config
-    config_arg = flags.FLAGS["config"].config_filename if hasattr(flags.FLAGS["config"], "config_filename") else ""
-    workdir = flags.FLAGS.workdir or _default_workdir(config_arg or ":digits", config.method)
-    print(f"workdir: {workdir}\nconfig:\n{config}", flush=True)
+    config_arg = getattr(flags.FLAGS["config"], "config_filename", "") or _DEFAULT_CONFIG
+    workdir = flags.FLAGS.workdir or _default_workdir(config_arg, config.method)
+    if distributed.is_primary():
+        header = cli.header_lines(
+            "training", config.method, config_arg, workdir,
+            cli.describe_devices(jax.devices(), jax.process_count()),
+            config_flags.get_override_values(flags.FLAGS["config"]))
+        print("\n".join(header + ([f"config:\n{config}"] if _VERBOSE.value else [])), flush=True)
     try:
         train.train_and_evaluate(config, workdir)
     except (config_validation.ConfigError, DataError, checkpoint.CheckpointError,
@@ -69,8 +76,6 @@ def main(argv):
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
     except Exception as err:  # pylint: disable=broad-except
-        import jax  # pylint: disable=import-outside-toplevel
-
         if jax.process_count() == 1 or not isinstance(err, jax.errors.JaxRuntimeError):
             raise
         # Another process died (or the network broke) during a collective: say so in one line

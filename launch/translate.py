@@ -28,10 +28,11 @@ Writes one PNG per input (same stem, subfolders kept; `a.jpg` + `a.png` become `
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from unpaired import cli
@@ -75,10 +76,14 @@ _CONFIG = config_flags.DEFINE_config_file(
     "--config.x=y overrides are used, on top of the saved config.",
 )
 
+_VERBOSE = cli.define_verbose()
+log = logging.getLogger(__name__)
+
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    cli.setup_logging(_VERBOSE.value)
     from unpaired import translate
     from unpaired.checkpoint import CheckpointError
     from unpaired.data.errors import DataError
@@ -89,10 +94,10 @@ def main(argv: list[str]) -> None:
     overrides = dict(config_flags.get_override_values(flags.FLAGS["config"]))
     is_file = os.path.isfile(checkpoint) or os.path.isfile(checkpoint + ".index")  # or a TF prefix
     if is_file and flags.FLAGS["step"].present:
-        logging.warning("--step is ignored for the .pth file %s", checkpoint)
+        log.warning("--step is ignored for the .pth file %s", checkpoint)
     if not is_file and flags.FLAGS["config"].present:
-        logging.warning("--config file is ignored for a workdir (its saved config is used); "
-                        "--config.x=y overrides still apply")
+        log.warning("--config file is ignored for a workdir (its saved config is used); "
+                    "--config.x=y overrides still apply")
     try:  # user errors (a wrong path, option or architecture) end with their message only
         request = translate.make_request(_DIRECTION.value, _TARGET.value, _CODE.value)
         generator = translate.load_generator(
@@ -101,7 +106,7 @@ def main(argv: list[str]) -> None:
         )
     except (ValueError, CheckpointError, ImportError) as e:  # incl. StateDictMismatchError
         sys.exit(f"error: {e}")
-    logging.info("generator: %s", generator.source)
+    log.info("generator: %s", generator.source)
     try:
         rows = translate.translate_path(
             generator, _INPUT.value, _OUTPUT.value, resize=_RESIZE.value,

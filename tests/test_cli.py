@@ -1,8 +1,12 @@
-"""Command-line config errors end in one `error:` line naming the key, path or preset, never a traceback."""
+"""Command-line config errors end in one `error:` line naming the key, path or preset, never a
+traceback; log lines are plain and the run header is short."""
 
+import io
+import logging
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 
@@ -70,3 +74,40 @@ def test_check_config_args_reads_every_override_form(tmp_path):
     assert cli.check_config_args([f"--config={unreadable}"]) == (
         f"config file {unreadable} failed to load: RuntimeError: boom")
     assert cli.check_config_args([]) is None  # no file and no default: nothing to check
+
+
+@pytest.fixture
+def root_logging():
+    """The root logger's handlers and level, put back after the test."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_log_lines_are_plain_and_third_party_info_needs_verbose(root_logging):
+    for verbose in (False, True):
+        stream = io.StringIO()
+        cli.setup_logging(verbose, stream=stream)
+        logging.getLogger("unpaired.train").info("starting a new run in w")
+        logging.getLogger("absl").info("orbax: saving step 2")
+        logging.getLogger("jax._src.xla_bridge").info("Unable to initialize backend 'tpu'")
+        logging.getLogger("jax._src.xla_bridge").warning("no GPU found")
+        logging.getLogger("unpaired.train").error("loss is nan")
+        chatter = ["orbax: saving step 2", "Unable to initialize backend 'tpu'"] if verbose else []
+        assert stream.getvalue().splitlines() == [
+            "starting a new run in w", *chatter, "warning: no GPU found", "error: loss is nan"]
+    assert sum(getattr(h, "unpaired_plain", False) for h in logging.getLogger().handlers) == 1
+
+
+def test_header_names_method_config_workdir_devices_and_overrides():
+    devices = [SimpleNamespace(device_kind="NVIDIA H100", platform="gpu")] * 8
+    lines = cli.header_lines("training", "ufdn", os.path.join(os.getcwd(), "configs", "ufdn.py:digits"),
+                             "workdirs/ufdn_digits", cli.describe_devices(devices, 2),
+                             {"max_steps": 20, "data.crop_size": 16})
+    assert lines == [
+        "training ufdn (configs/ufdn.py, preset digits) on 8 NVIDIA H100 (2 processes)",
+        "workdir: workdirs/ufdn_digits  (full config in config.json there; --verbose prints it)",
+        "overrides: max_steps=20 data.crop_size=16"]
+    assert len(cli.header_lines("training", "cyclegan", "c.py", "w", "1 cpu", {})) == 2

@@ -126,11 +126,14 @@ def test_command_line_says_new_initialised_and_resumed_and_resume_ignores_init_f
 
     resumed = subprocess.run(
         [c.replace("--config.max_steps=2", "--config.max_steps=4") for c in cmd]
-        + [f"--config.init_from={tmp_path / 'gone'}", "--config.init_networks=G_A"],
+        + [f"--config.init_from={tmp_path / 'gone'}", "--config.init_networks=G_A", "--verbose"],
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     out = resumed.stdout + resumed.stderr
     assert f"resuming from step 2 in {b_dir}" in out and "starting a new run" not in out
+    # --verbose prints the resolved config after the header (a plain run only names config.json).
+    assert "\nconfig:\n" in resumed.stdout and "\nngf: 4\n" in resumed.stdout
+    assert "config:" not in first.stdout and "ngf: 4" not in first.stdout
     assert "is ignored: the run resumes from its own checkpoint" in out
     assert "changed config" not in out  # init_from changes nothing in a resumed run
     meta = checkpoint.Checkpointer.for_workdir(b_dir).read_meta(4)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -46,6 +47,20 @@ def flags_for(config):
             f"--config.sample_every={config.sample_every}"]
 
 
+def assert_first_screen_is_short(text, workdir):
+    """What launch.train prints before its first progress line: a few plain lines saying
+    what trains where and from which step, no absl prefixes, no config dump."""
+    lines = text.splitlines()
+    first = next(i for i, line in enumerate(lines) if re.search(r"\d+/\d+ .*step/s", line))
+    screen = "\n".join(lines[:first])
+    assert first <= 14, screen
+    assert lines[0].startswith("training cyclegan (configs/cyclegan.py, preset digits) on 1 cpu")
+    assert f"workdir: {workdir}" in screen and f"starting a new run in {workdir}" in screen
+    assert "training from step 0 to 6" in screen and "overrides: ngf=4 ndf=4" in screen
+    assert not re.search(r"^[IWEF]\d{4} ", text, re.M), screen  # absl's `I1207 07:31:59.64 ...`
+    assert "config:" not in text and "lambda_identity" not in text and "batch_size: 2" not in text
+
+
 def leaves_equal(a, b):
     return checkpoint.state_matches(jax.device_get(a), jax.device_get(b))
 
@@ -86,7 +101,9 @@ def test_kill_9_during_training_then_resume_equals_the_uninterrupted_run(straigh
     workdir = str(tmp_path / "run")
     config = tiny_config(max_steps=6, checkpoint_every=1)
     cmd = [sys.executable, "-m", "launch.train", f"--workdir={workdir}"] + flags_for(config)
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    output = tmp_path / "output.txt"  # a file, not a pipe: an undrained pipe could block the run
+    with open(output, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
     ckpt_dir = os.path.join(workdir, "checkpoints")
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
@@ -96,6 +113,7 @@ def test_kill_9_during_training_then_resume_equals_the_uninterrupted_run(straigh
     assert proc.poll() is None, "the run ended before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    assert_first_screen_is_short(output.read_text(), workdir)
     latest = checkpoint.Checkpointer.for_workdir(workdir).latest_step()
     assert latest is not None and 2 <= latest < 6
     # Resumed here (the command line's resume is test_init_from's and test_ufdn_run's).

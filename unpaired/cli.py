@@ -4,22 +4,30 @@
 absl parses anything, loads the config file and checks every `--config.<key>` override
 against it, so that a missing file, a failing preset, an unknown key (with the closest
 known key) or a value of the wrong type ends the program with one line on stderr,
-`error: ...`, and exit status 2, instead of a traceback. Importing this module does not
-import jax.
+`error: ...`, and exit status 2, instead of a traceback. `setup_logging` and
+`header_lines` keep a run's first screen short: plain log lines (no absl prefixes), quiet
+third-party loggers, and a few header lines instead of the whole config. Importing this
+module does not import jax.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib.util
+import logging
 import os
 import re
 import sys
-from typing import Any, Callable, NoReturn, Sequence
+from typing import Any, Callable, Mapping, NoReturn, Sequence, TextIO
 
 from absl import app, flags
+from absl import logging as absl_logging
 
 USAGE_ERROR = 2
+# Loggers of libraries that talk at INFO (orbax logs every save through absl, jax its
+# backend probing): their records are shown from WARNING up unless --verbose.
+THIRD_PARTY_LOGGERS = ("absl", "orbax", "jax", "jaxlib", "tensorstore", "etils", "tensorflow",
+                       "tensorflow_datasets", "matplotlib", "PIL", "asyncio")
 
 
 def fail(message: str) -> NoReturn:
@@ -151,3 +159,83 @@ def run(main: Callable[[list[str]], Any], *, flag: str = "config",
     """`absl.app.run(main)` with `parse_flags` as its flags parser."""
     app.run(main, flags_parser=lambda argv: parse_flags(
         argv, flag=flag, default_config=default_config))
+
+
+def define_verbose() -> flags.FlagHolder:
+    """The `--verbose` flag of every launch command (one help text for all of them)."""
+    return flags.DEFINE_bool("verbose", False, "Print the resolved config and the libraries' "
+                             "INFO logs (orbax, absl, jax).")
+
+
+class PlainFormatter(logging.Formatter):
+    """The message alone for INFO and below, `warning: ...` and `error: ...` above: lines a
+    user reads, without absl's `I1207 07:31:59.643997 1400 train.py:156]` prefix."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = super().format(record)
+        if record.levelno >= logging.ERROR:
+            return f"error: {message}"
+        if record.levelno >= logging.WARNING:
+            return f"warning: {message}"
+        return message
+
+
+class QuietThirdParty(logging.Filter):
+    """Drops `THIRD_PARTY_LOGGERS`' records below WARNING. A filter on our handler rather than
+    their levels: JAX reads its logger's level at import as `jax_logging_level` and would then
+    add a second, prefixed handler of its own."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or record.name.split(".")[0] not in THIRD_PARTY_LOGGERS
+
+
+def setup_logging(verbose: bool = False, stream: TextIO | None = None) -> logging.Handler:
+    """Root logging as plain lines on `stream` (stderr) from INFO up, in place of absl's
+    prefixed handler; `THIRD_PARTY_LOGGERS` from WARNING up unless `verbose`. Returns the handler."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, absl_logging.ABSLHandler) or getattr(handler, "unpaired_plain", False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(PlainFormatter())
+    handler.unpaired_plain = True  # so that a second call replaces it
+    if not verbose:
+        handler.addFilter(QuietThirdParty())
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    return handler
+
+
+def describe_devices(devices: Sequence[Any], process_count: int = 1) -> str:
+    """`1 cpu` or `8 NVIDIA H100 80GB HBM3 (2 processes)`: the devices by kind (jax.devices())."""
+    kinds: dict[str, int] = {}
+    for device in devices:
+        kind = str(getattr(device, "device_kind", "") or getattr(device, "platform", "device"))
+        kinds[kind] = kinds.get(kind, 0) + 1
+    text = ", ".join(f"{n} {kind}" for kind, n in kinds.items()) or "none"
+    return text + (f" ({process_count} processes)" if process_count > 1 else "")
+
+
+def _short_path(path: str) -> str:
+    """`path` relative to the working directory when it lies inside it."""
+    if not os.path.isabs(path):
+        return path
+    rel = os.path.relpath(path, os.getcwd())
+    return path if rel.startswith("..") else rel
+
+
+def describe_config(spec: str) -> str:
+    """`configs/cyclegan.py, preset digits` for the spec `<file>[:<preset>]`."""
+    path, _, preset = spec.partition(":")
+    return f"{_short_path(path)}, preset {preset}" if preset else _short_path(path)
+
+
+def header_lines(command: str, method: str, config: str, workdir: str, devices: str,
+                 overrides: Mapping[str, Any]) -> list[str]:
+    """A run's first lines: what trains, from which config, where, on what, and the
+    `--config.x=y` overrides given; the full config stays in `<workdir>/config.json`."""
+    lines = [f"{command} {method} ({describe_config(config)}) on {devices}",
+             f"workdir: {workdir}  (full config in config.json there; --verbose prints it)"]
+    if overrides:
+        lines.append("overrides: " + " ".join(f"{k}={v}" for k, v in overrides.items()))
+    return lines

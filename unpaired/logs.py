@@ -1,4 +1,4 @@
-"""What a training run shows people: a progress line, scalar logs and image grids.
+"""What a training run shows people: a progress bar (tqdm), scalar logs and image grids.
 
 Scalars go to TensorBoard event files (tensorboardX, no TensorFlow needed) and to
 `metrics.jsonl`; image grids go to TensorBoard and to PNG files under `samples/`.
@@ -7,69 +7,123 @@ Everything here runs on the host, on values already fetched from the device.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import math
 import os
 import sys
 import time
-from typing import Mapping, Sequence, TextIO
+from typing import Callable, Mapping, Sequence, TextIO
 
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
-
-def _format_duration(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    seconds = int(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+LINE_FORMAT = "step {n_fmt}/{total_fmt} {percentage:.0f}% [{elapsed}<{remaining}, {rate_noinv:.2f} step/s{postfix}]"
 
 
 class ProgressBar:
-    """`[#####.....] 120/750 16% 3.2 step/s ETA 3m15s G=2.31 D=0.41` on a terminal, log lines otherwise."""
+    """tqdm's bar on a terminal; elsewhere (a log file, a pipe) plain lines, at most one every
+    `line_every_s` seconds besides the first and the last, so logs stay short.
 
-    def __init__(self, total: int, start: int = 0, stream: TextIO | None = None, width: int = 24):
+    Rates and ETAs count from `start`, the step a resumed run began at. While the bar is
+    open on a terminal, log records (and prints, when stdout is a terminal too) are written
+    above it instead of through it.
+    """
+
+    def __init__(self, total: int, start: int = 0, stream: TextIO | None = None,
+                 line_every_s: float = 30.0, clock: Callable[[], float] = time.monotonic):
         self.total = max(total, 1)
         self.start = start
-        self.width = width
         self.stream = stream or sys.stderr
         self.interactive = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self._t0 = time.perf_counter()
-        self._last_line = ""
+        self.line_every_s = line_every_s
+        self._clock = clock
+        self._t0 = clock()
+        self._step, self._metrics = start, {}
+        self._printed: tuple[float, int] | None = None  # (time, step) of the last plain line
+        self._redirect = contextlib.ExitStack()
+        self._bar = None
+        if self.interactive:
+            self._bar = tqdm(total=self.total, initial=start, file=self.stream, unit="step",
+                             dynamic_ncols=True)
+            self._redirect.enter_context(logging_redirect_tqdm())
+            if sys.stdout.isatty():
+                above = _LinesAbove(self._bar, sys.stdout)
+                self._redirect.enter_context(contextlib.redirect_stdout(above))
+                self._redirect.callback(above.drain)
 
     def rate(self, step: int) -> float:
         """Steps per second since this bar started (resumed runs count from their start)."""
-        elapsed = time.perf_counter() - self._t0
+        elapsed = self._clock() - self._t0
         return (step - self.start) / elapsed if elapsed > 0 and step > self.start else 0.0
 
     def line(self, step: int, metrics: Mapping[str, float] | None = None) -> str:
-        """The progress text for `step` completed steps."""
-        fraction = min(step / self.total, 1.0)
-        filled = int(round(self.width * fraction))
-        rate = self.rate(step)
-        eta = (self.total - step) / rate if rate > 0 else float("inf")
-        text = (f"[{'#' * filled}{'.' * (self.width - filled)}] {step}/{self.total} "
-                f"{100 * fraction:.0f}% {rate:.2f} step/s ETA {_format_duration(eta)}")
-        if metrics:
-            text += " " + " ".join(f"{k}={v:.3g}" for k, v in metrics.items())
-        return text
+        """The plain progress text for `step` completed steps, e.g.
+        `step 120/750 16% [00:37<03:15, 3.20 step/s, G=2.31, D=0.41]`."""
+        return tqdm.format_meter(step, self.total, self._clock() - self._t0, unit=" step",
+                                 rate=self.rate(step), initial=self.start, bar_format=LINE_FORMAT,
+                                 postfix=_postfix(metrics))
 
     def update(self, step: int, metrics: Mapping[str, float] | None = None) -> None:
-        """Redraws the bar (terminal) or prints one line (logs)."""
-        self._last_line = self.line(step, metrics)
-        if self.interactive:
-            self.stream.write("\r" + self._last_line)
-        else:
-            self.stream.write(self._last_line + "\n")
+        """Moves the bar to `step` (terminal), or prints a line if one is due (logs)."""
+        self._step, self._metrics = step, dict(metrics or {})
+        if self._bar is not None:
+            self._bar.set_postfix_str(_postfix(metrics), refresh=False)
+            self._bar.update(step - self._bar.n)
+            return
+        now = self._clock()
+        if self._printed is None or step >= self.total or now - self._printed[0] >= self.line_every_s:
+            self._print_line(now)
+
+    def _print_line(self, now: float) -> None:
+        self.stream.write(self.line(self._step, self._metrics) + "\n")
         self.stream.flush()
+        self._printed = (now, self._step)
 
     def close(self) -> None:
-        """Ends the terminal line."""
-        if self.interactive and self._last_line:
-            self.stream.write("\n")
-            self.stream.flush()
+        """Ends the bar (terminal) or prints the last step if its line is not out yet (logs)."""
+        if self._bar is not None:
+            self._bar.close()
+            self._redirect.close()
+        elif self._step > self.start and (self._printed is None or self._printed[1] != self._step):
+            self._print_line(self._clock())
+
+
+class _LinesAbove:
+    """A stdout whose whole lines are written above a tqdm bar (the bar cleared, then redrawn).
+
+    tqdm's own DummyTqdmFile clears only bars on the same stream, and the bar is on stderr."""
+
+    def __init__(self, bar: tqdm, out: TextIO):
+        self._bar, self._out, self._pending = bar, out, ""
+
+    def write(self, text: str) -> int:
+        done, newline, self._pending = (self._pending + text).rpartition("\n")
+        if newline:
+            self._bar.clear()
+            self._out.write(done + newline)
+            self._out.flush()
+            self._bar.refresh()
+        return len(text)
+
+    def flush(self) -> None:
+        self._out.flush()
+
+    def drain(self) -> None:
+        """Writes what is left of an unfinished line (when the bar closes)."""
+        if self._pending:
+            self._out.write(self._pending)
+            self._out.flush()
+            self._pending = ""
+
+    def __getattr__(self, name: str):
+        return getattr(self._out, name)
+
+
+def _postfix(metrics: Mapping[str, float] | None) -> str:
+    """`G=2.31, D=0.41`: tqdm's short number format."""
+    return ", ".join(f"{k}={tqdm.format_num(v)}" for k, v in (metrics or {}).items())
 
 
 class MetricWriter:

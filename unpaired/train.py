@@ -221,11 +221,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
 
     writer = logs.MetricWriter(workdir) if primary else distributed.NullWriter()
     os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
-    bar = logs.ProgressBar(plan.total_steps, start, stream=None if primary else io.StringIO())
     batches = data.prefetch_to_device(
         loader.iterate(start, plan.total_steps - start), size=2, sharding=batch_sharding)
-    log.info("training %s from step %d to %d (%d steps per epoch) in %s",
-             config.method, start, plan.total_steps, plan.steps_per_epoch, workdir)
+    log.info("training from step %d to %d (%d steps per epoch)", start, plan.total_steps,
+             plan.steps_per_epoch)
 
     def checkpoint_meta(step: int) -> dict[str, Any]:
         meta = {"config": config.to_dict(), "method": config.method, "data_step": step,
@@ -250,6 +249,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
 
     step = start
     metrics: Mapping[str, Any] = {}
+    bar = logs.ProgressBar(plan.total_steps, start, stream=None if primary else io.StringIO())
     try:
         for batch in batches:
             state, metrics = train_step(state, batch)

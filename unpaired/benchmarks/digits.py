@@ -420,9 +420,9 @@ def figures(s: Settings, results: list[dict[str, Any]], folder: str) -> dict[str
         out["translations"].append(name)
     for direction, series in curves.items():
         name = f"accuracy_over_steps_{direction}.png"
-        chart = plot.line_chart(series, f"{direction}: target test accuracy (translation; "
-                                f"{', '.join(LATENT_DA)}: own classifier) vs step, seed 0")
-        logs.save_png(chart, os.path.join(folder, name))
+        plot.line_chart(series, f"{direction}: target test accuracy (translation; "
+                        f"{', '.join(LATENT_DA)}: own classifier) vs step, seed 0",
+                        "target test accuracy", os.path.join(folder, name), ylim=(0.0, 1.0))
         out["curves"].append(name)
     return out
 
@@ -511,8 +511,8 @@ def write_results(s: Settings, results: list[dict[str, Any]], classifier_acc: di
               "Translations of the first 8 source test digits (left: source, right: translated), "
               "seed 0, selected checkpoint:", ""]
     lines += [f"![{n}]({rel}/{n})" for n in figs["translations"]]
-    lines += ["", "Target test accuracy over training steps (seed 0), drawn with PIL "
-              "(`unpaired.benchmarks.plot`, no matplotlib):", ""]
+    lines += ["", "Target test accuracy over training steps (seed 0), drawn with matplotlib "
+              "(`unpaired.benchmarks.plot`):", ""]
     lines += [f"![{n}]({rel}/{n})" for n in figs["curves"]]
     text = "\n".join(lines) + "\n"
     os.makedirs(os.path.dirname(os.path.abspath(s.output)), exist_ok=True)

@@ -1,54 +1,81 @@
-"""A line chart as a PNG with PIL (already a dependency; matplotlib is not one)."""
+"""Line charts of (step, value) series as PNG files, drawn with matplotlib (the `bench` extra).
+
+`line_chart` draws any named series of (step, value) points: accuracy curves, loss terms,
+a diversity measure. matplotlib is imported only when a chart is drawn, through its
+object-oriented `Figure` (the Agg renderer, no pyplot state, no display needed).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
+import textwrap
 from typing import Mapping, Sequence
 
-import numpy as np
-from PIL import Image, ImageDraw
-
-COLORS = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-          (140, 86, 75), (227, 119, 194), (127, 127, 127))
+INSTALL_HINT = ("the benchmark figures need matplotlib, which is not installed: "
+                "pip install 'unpaired[bench]' (or pip install matplotlib)")
+MAX_TICKS = 12  # more evaluated steps than this: every k-th is labelled, so labels never overlap
 
 
-def line_chart(series: Mapping[str, Sequence[tuple[float, float]]], title: str = "",
-               y_range: tuple[float, float] = (0.0, 1.0), size: tuple[int, int] = (640, 400)) -> np.ndarray:
-    """An HWC uint8 chart: one polyline per named series of (x, y) points, with a legend."""
-    w, h = size
-    left, right, top, bottom = 56, 170, 28, 36
-    img = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(img)
-    xs = [x for pts in series.values() for x, _ in pts] or [0.0, 1.0]
-    x0, x1 = min(xs), max(xs)
-    if x1 == x0:
-        x1 = x0 + 1.0
-    y0, y1 = y_range
+@dataclasses.dataclass(frozen=True)
+class Chart:
+    """What a written chart shows, read back from its axes: for callers and tests."""
 
-    def to_px(x: float, y: float) -> tuple[float, float]:
-        px = left + (x - x0) / (x1 - x0) * (w - left - right)
-        py = h - bottom - (min(max(y, y0), y1) - y0) / (y1 - y0) * (h - top - bottom)
-        return px, py
+    path: str
+    xticks: tuple[float, ...]
+    ylim: tuple[float, float]
+    legend: tuple[str, ...]
+    title: str
+    xlabel: str
+    ylabel: str
 
-    draw.rectangle([left, top, w - right, h - bottom], outline=(0, 0, 0))
-    for i in range(6):  # y grid and labels
-        y = y0 + (y1 - y0) * i / 5
-        _, py = to_px(x0, y)
-        draw.line([left, py, w - right, py], fill=(225, 225, 225))
-        draw.text((6, py - 6), f"{y:.2f}", fill=(0, 0, 0))
-    for i in range(5):  # x labels
-        x = x0 + (x1 - x0) * i / 4
-        px, _ = to_px(x, y0)
-        draw.text((px - 12, h - bottom + 6), f"{x:.0f}", fill=(0, 0, 0))
-    draw.text((left, 6), title, fill=(0, 0, 0))
-    for k, (name, pts) in enumerate(series.items()):
-        color = COLORS[k % len(COLORS)]
-        points = [to_px(x, y) for x, y in sorted(pts) if math.isfinite(y)]
-        if len(points) > 1:
-            draw.line(points, fill=color, width=2)
-        for px, py in points:
-            draw.ellipse([px - 2, py - 2, px + 2, py + 2], fill=color)
-        ly = top + 4 + 16 * k
-        draw.line([w - right + 8, ly + 6, w - right + 28, ly + 6], fill=color, width=3)
-        draw.text((w - right + 32, ly), name[:22], fill=(0, 0, 0))
-    return np.asarray(img)
+
+def require_matplotlib() -> None:
+    """Raises ImportError with `INSTALL_HINT` when matplotlib is missing (check before a long run)."""
+    try:
+        import matplotlib  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    except ImportError as err:
+        raise ImportError(INSTALL_HINT) from err
+
+
+def tick_steps(steps: Sequence[float], max_ticks: int = MAX_TICKS) -> list[float]:
+    """The evaluated steps, sorted and distinct; every k-th (the last kept) when there are
+    more than `max_ticks`."""
+    steps = sorted(set(steps))
+    stride = max(1, math.ceil(len(steps) / max_ticks))
+    return steps[::-1][::stride][::-1]
+
+
+def line_chart(series: Mapping[str, Sequence[tuple[float, float]]], title: str, ylabel: str,
+               path: str, ylim: tuple[float, float] | None = None, xlabel: str = "training step",
+               size: tuple[float, float] = (7.5, 4.2), dpi: int = 100) -> Chart:
+    """Writes a PNG at `path`: one line with markers per named series of (step, value) points
+    (non-finite values skipped), x ticks at the evaluated steps, a legend beside the axes."""
+    require_matplotlib()
+    from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+
+    fig = Figure(figsize=size, dpi=dpi, layout="constrained")
+    ax = fig.subplots()
+    for name, points in series.items():
+        kept = sorted((x, y) for x, y in points if math.isfinite(y))
+        ax.plot([x for x, _ in kept], [y for _, y in kept], marker="o", markersize=4,
+                linewidth=1.5, label=name)
+    steps = [x for points in series.values() for x, _ in points]
+    if steps:
+        ax.set_xticks(tick_steps(steps))
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    fig.suptitle("\n".join(textwrap.wrap(title, 70)))
+    ax.grid(True, alpha=0.3)
+    legend = ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0)) if series else None
+    chart = Chart(path=path, xticks=tuple(float(t) for t in ax.get_xticks()),
+                  ylim=tuple(float(v) for v in ax.get_ylim()),
+                  legend=tuple(t.get_text() for t in legend.get_texts()) if legend else (),
+                  title=fig.get_suptitle(), xlabel=ax.get_xlabel(), ylabel=ax.get_ylabel())
+    tmp = f"{path}.tmp"  # a reader never sees half a file
+    fig.savefig(tmp, format="png")
+    os.replace(tmp, path)
+    return chart

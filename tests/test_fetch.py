@@ -3,7 +3,8 @@ real formats: gzip IDX (MNIST), libsvm bz2 (USPS), a CycleGAN zip, a .pth. No in
 
 Covers installing and converting (read back by the IDX loaders), resuming a partial download,
 a checksum that differs and an unreachable server (one `error:` line each, the bad file set
-aside) and `--from` (offline).
+aside), `--from` (offline), the presets' one-line "fetch it" error, and the issue's end to
+end: MNIST and USPS fetched from the server, then a real-data preset trains on them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import gzip
 import hashlib
 import http.server
 import io
+import json
 import os
 import socket
 import struct
@@ -26,8 +28,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unpaired import fetch
-from unpaired.data import cache, list_images, read_idx
+from configs import cyclegan as cyclegan_config
+from configs import classifier as classifier_config
+from configs import dtn as dtn_config
+from configs import ufdn as ufdn_config
+from configs import unit as unit_config
+from tests.overrides import set_keys
+from unpaired import config_validation, fetch, train
+from unpaired.data import DataError, cache, list_images, make_loader, read_idx
 from unpaired.fetch import catalog
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -187,6 +195,25 @@ def test_mnist_and_usps_are_installed_as_idx_files_the_loaders_read(fetched):
     assert "mnist: already in" in again.getvalue()  # no network needed for what is there
 
 
+def test_real_data_presets_train_on_the_fetched_digits(fetched, monkeypatch, tmp_path):
+    """The issue's "done when": after the fetch, the MNIST classifier preset (DTN's stage 1) and
+    DTN's mnist2usps preset (stage 2, from it) train a few steps on the fetched files."""
+    root, _, _ = fetched
+    monkeypatch.setenv(cache.ENV, root)
+    tiny = {"nf": 8, "feature_dim": 16, "batch_size": 4, "data.num_workers": 1, "max_steps": 2,
+            "log_every": 1, "sample_every": 2, "checkpoint_every": 2}
+    stage1 = set_keys(classifier_config.get_config("mnist"), tiny)
+    assert stage1.data.idx_A == os.path.join(root, "mnist", "train-images-idx3-ubyte.gz")
+    train.train_and_evaluate(stage1, str(tmp_path / "f"))
+    result = json.load(open(tmp_path / "f" / "accuracy.json"))
+    assert result["images"] == MNIST["t10k"]  # scored on the fetched test split and its labels
+    stage2 = set_keys(dtn_config.get_config("mnist2usps"),
+                      {**tiny, "ngf": 4, "ndf": 4, "init_from": str(tmp_path / "f")})
+    assert stage2.data.idx_B == os.path.join(root, "usps", "train-images-idx3-ubyte.gz")
+    state = train.train_and_evaluate(stage2, str(tmp_path / "dtn"))
+    assert int(state.step) == 2
+
+
 def test_a_partial_download_is_resumed_with_a_range_request(server, tmp_path):
     name = "train-images-idx3-ubyte.gz"
     data = FILES[name]
@@ -275,6 +302,31 @@ def test_a_zip_with_unsafe_member_names_is_not_unpacked(tmp_path):
     assert not (tmp_path / "escape.png").exists() and not (tmp_path / "root" / "cyclegan" / "horse2zebra").exists()
 
 
+def test_presets_without_their_data_fail_in_one_line_giving_the_fetch_command(monkeypatch, tmp_path):
+    monkeypatch.setenv(cache.ENV, str(tmp_path))
+    where = f"in {tmp_path} "
+    for config, names in ((cyclegan_config.get_config("mnist2usps"), "mnist usps"),
+                          (unit_config.get_config("usps2mnist"), "usps mnist"),
+                          (ufdn_config.get_config("uda"), "mnist usps"),
+                          (dtn_config.get_config("mnist2usps_pretrain"), "mnist"),
+                          (classifier_config.get_config("usps"), "usps")):
+        with pytest.raises(config_validation.ConfigError) as err:
+            config_validation.validate(config)
+        message = str(err.value)
+        assert "\n" not in message and where in message, message
+        assert f"run python -m launch.fetch {names} (or set UNPAIRED_DATA" in message, message
+    with pytest.raises(DataError, match=r"no horse2zebra data in .*\(config\.data\.dataroot\): run python "
+                                        r"-m launch\.fetch horse2zebra"):
+        make_loader(cyclegan_config.get_config("horse2zebra").data, split="train", batch_size=1, seed=0,
+                    input_nc=3, output_nc=3)
+    # A path of the user's own that does not exist keeps its own message (no fetch command).
+    config = cyclegan_config.get_config("mnist2usps")
+    config.data.idx_A = config.data.idx_B = str(tmp_path / "mine" / "train-images-idx3-ubyte.gz")
+    config_validation.validate(config)  # unlabelled domains: the loader checks the files
+    with pytest.raises(DataError, match=r"config\.data\.idx_A=.*mine.* does not exist$"):
+        make_loader(config.data, split="train", batch_size=1, seed=0, input_nc=1, output_nc=1)
+
+
 def test_the_data_root_is_the_env_var_else_the_user_cache(monkeypatch, tmp_path):
     monkeypatch.setenv(cache.ENV, str(tmp_path / "d"))
     assert cache.data_root() == str(tmp_path / "d")
@@ -284,3 +336,5 @@ def test_the_data_root_is_the_env_var_else_the_user_cache(monkeypatch, tmp_path)
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert cache.data_root() == str(tmp_path / "home" / ".cache" / "unpaired")
+    from unpaired.benchmarks import digits
+    assert digits.Settings().data_root == cache.data_root()

@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 import zipfile
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -38,7 +38,8 @@ def target(entry: Entry, root: str) -> str:
     raise ValueError(f"unknown catalog kind {entry.kind!r}")
 
 
-def parse_libsvm_digits(lines, source: str, side: int = USPS_SIDE) -> tuple[np.ndarray, np.ndarray]:
+def parse_libsvm_digits(lines: Iterable[bytes | str], source: str,
+                        side: int = USPS_SIDE) -> tuple[np.ndarray, np.ndarray]:
     """USPS's libsvm lines ('<label 1..10> <index>:<value in [-1, 1]> ...') as IDX arrays.
 
     Images: uint8 [N, side, side], round(255 * (v + 1) / 2) (background -1 -> 0, as MNIST),

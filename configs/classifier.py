@@ -7,18 +7,18 @@ with its 10-way `out` head), so a classifier workdir is directly DTN's f
 evaluation (translation accuracy, classifier-feature FID). Its test accuracy is written to
 `DIR/accuracy.json` when the run ends. The labelled domain is always named A.
 Presets:
-  mnist   ../shared/data/mnist IDX (6,112 train / 10,000 test images), 32x32.
-  usps    ../shared/data/usps IDX (7,291 train / 2,007 test images, 16x16 resized to 32x32).
+  mnist   the data root's mnist/ IDX files (`python -m launch.fetch mnist`: 60,000 train /
+          10,000 test images; our shared copy holds the first 6,112 train images), 32x32.
+  usps    the data root's usps/ IDX files (7,291 train / 2,007 test images, 16x16 resized to 32x32).
   digits  the built-in handwritten digits (offline, narrow network, CPU seconds).
 """
 
 import ml_collections
 
 from configs import dtn as dtn_config
+from unpaired.data import cache
 
 PRESETS = ("mnist", "usps", "digits")
-_IDX = {"mnist": "../shared/data/mnist/train-images-idx3-ubyte.gz",
-        "usps": "../shared/data/usps/train-images-idx3-ubyte.gz"}
 
 
 def get_config(preset: str = "mnist") -> ml_collections.ConfigDict:
@@ -32,7 +32,7 @@ def get_config(preset: str = "mnist") -> ml_collections.ConfigDict:
         c.data.digits = "A=handwritten"
         c.n_epochs = 5
     else:
-        c.data.idx_A = _IDX[preset]
+        c.data.idx_A = cache.digits_train_images(preset)
         c.data.idx_B = ""
         # Measured (seed 0, full test sets scored in full batches), shifts of up to 2 px:
         # 20 epochs, cosine lr decay: MNIST 0.9882, USPS 0.9741 (2026-11-30, ~6.5 min each on

@@ -5,13 +5,16 @@ names follow it so `--config.lambda_identity=0` means what a reference user expe
 Presets:
   digits       the built-in offline default: scikit-learn's handwritten digits (A) to
                digits printed from Pillow's bundled font (B), 32x32 grayscale, small nets.
-  horse2zebra  the reference setup on `datasets/horse2zebra` (folder layout trainA/...).
+  horse2zebra  the reference setup on horse2zebra (trainA/...) as `python -m launch.fetch
+               horse2zebra` puts it in the data root (`unpaired.data.cache`).
   folder       reference hyperparameters on any folder dataset (`--config.data.dataroot`).
-  mnist2usps   MNIST (A) to USPS (B) from IDX files, 32x32 grayscale.
+  mnist2usps   MNIST (A) to USPS (B) from the data root's IDX files (`python -m launch.fetch
+               mnist usps`), 32x32 grayscale.
 """
 
 import ml_collections
 
+from unpaired.data import cache
 from unpaired.data.config import data_config
 from unpaired.eval.config import add_eval_keys
 
@@ -100,10 +103,10 @@ def get_config(preset: str = "digits") -> ml_collections.ConfigDict:
         c.batch_size = 16
         c.n_epochs = 10
         c.n_epochs_decay = 10
-        c.data.idx_A = "../shared/data/mnist/train-images-idx3-ubyte.gz"
-        c.data.idx_B = "../shared/data/usps/train-images-idx3-ubyte.gz"
+        c.data.idx_A = cache.digits_train_images("mnist")
+        c.data.idx_B = cache.digits_train_images("usps")
     elif preset == "horse2zebra":
-        c.data.dataroot = "datasets/horse2zebra"
+        c.data.dataroot = cache.cyclegan_folder("horse2zebra")
     elif preset == "folder":
         pass
     else:

@@ -7,7 +7,8 @@ are the TF reference's (yunjey/domain-transfer-network); loss weights the paper'
 Presets:
   digits / digits_pretrain          built-in offline digits: source printed (B, labelled),
                                     target handwritten (A), 32x32, narrow nets, CPU minutes.
-  mnist2usps / mnist2usps_pretrain  ../shared/data IDX files, the reference's widths.
+  mnist2usps / mnist2usps_pretrain  the data root's IDX files (`python -m launch.fetch mnist
+                                    usps`), the reference's widths.
   usps2mnist / usps2mnist_pretrain  the reverse direction.
   faces                             64x64 RGB folders (<dataroot>/trainA photos, trainB
                                     emoji), one more block in f, g and D, the paper's face
@@ -18,6 +19,7 @@ Presets:
 
 import ml_collections
 
+from unpaired.data import cache
 from unpaired.data.config import data_config
 from unpaired.eval.config import add_eval_keys
 
@@ -117,8 +119,7 @@ def get_config(preset: str = "digits") -> ml_collections.ConfigDict:
         c.batch_size = 32
     else:
         c.data = _data("idx")
-        mnist = "../shared/data/mnist/train-images-idx3-ubyte.gz"
-        usps = "../shared/data/usps/train-images-idx3-ubyte.gz"
+        mnist, usps = cache.digits_train_images("mnist"), cache.digits_train_images("usps")
         c.source_domain, c.target_domain = "A", "B"
         c.data.idx_A, c.data.idx_B = (mnist, usps) if base == "mnist2usps" else (usps, mnist)
         c.data.image_resize = "lanczos"  # the reference: PIL Image.ANTIALIAS (Lanczos) to 32x32

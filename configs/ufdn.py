@@ -8,7 +8,8 @@ Presets:
   face    the official face_hd.yaml networks and schedule: 64x64 RGB, 3 domains, z 1024;
           data from folders (--config.data.dataroot with train/<domain>/ folders).
   uda     the official uda_example.yaml networks at 32x32, procedure uda; MNIST (source,
-          labelled) -> USPS (target) from ../shared/data IDX files, grey repeated to 3 ch.
+          labelled) -> USPS (target) from the data root's IDX files (`python -m launch.fetch
+          mnist usps`), grey repeated to 3 ch.
   uda_small  the uda procedure and data with narrow networks (z 64), for CPU runs.
   folder  the face networks on any N domain folders (--config.data.domains=a,b,c).
 """
@@ -16,6 +17,7 @@ Presets:
 import ml_collections
 
 from configs.common import add_run_keys
+from unpaired.data import cache
 from unpaired.data.config import data_config
 
 
@@ -112,8 +114,7 @@ def get_config(preset: str = "digits") -> ml_collections.ConfigDict:
         c.eval_batch_size = 100   # final accuracy: full test batches, as train_uda.py
         c.data = _data("idx")
         c.data.domains = "mnist,usps"
-        c.data.idx = ("mnist=../shared/data/mnist/train-images-idx3-ubyte.gz,"
-                      "usps=../shared/data/usps/train-images-idx3-ubyte.gz")
+        c.data.idx = ",".join(f"{n}={cache.digits_train_images(n)}" for n in ("mnist", "usps"))
         if preset == "uda_small":  # narrow widths (0.41M UFDN parameters) for CPU runs, tests
             c.encoder = [_conv(16), _conv(32), _conv(64), _conv(64), _conv(64, "", "")]
             c.decoder = [_deconv(64, insert=True), _deconv(64), _deconv(32), _deconv(16),

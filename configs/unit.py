@@ -8,7 +8,8 @@ Keys follow the reference's yaml (mingyuliutw/UNIT master `configs/unit_*_folder
   digits  built-in, offline: handwritten (A) to printed (B) digits, 32x32 grayscale,
           tiny widths, a few hundred steps in minutes on a CPU.
   mnist2usps, usps2mnist  the digit domain-adaptation model (method unit_da, version_02
-          CoVAE32x32 + CoDis32x32) on ../shared/data: source A labelled, target B; the
+          CoVAE32x32 + CoDis32x32) on the fetched MNIST/USPS (`python -m launch.fetch mnist
+          usps`): source A labelled, target B; the
           target test accuracy is printed and saved at the end (`da_config`).
   folder_v02  the NIPS-2017 image model (arch version_02: COCOResGen2 + COCOSharedDis,
           shared layers, blondhair.yaml's weights), 128 crops from --config.data.dataroot.
@@ -17,6 +18,7 @@ Keys follow the reference's yaml (mingyuliutw/UNIT master `configs/unit_*_folder
 
 import ml_collections
 
+from unpaired.data import cache
 from unpaired.data.config import data_config
 from configs.common import add_run_keys
 
@@ -150,7 +152,7 @@ DA_PRESETS = ("mnist2usps", "usps2mnist")
 
 def da_config(preset: str) -> ml_collections.ConfigDict:
     """The digit DA presets (method unit_da): version_02 `svhn2mnist.yaml` networks, loss
-    weights and Adam, on MNIST <-> USPS from ../shared/data at 32x32 (A source, B target)."""
+    weights and Adam, on MNIST <-> USPS from the data root (`unpaired.data.cache`) at 32x32 (A source, B target)."""
     c = ml_collections.ConfigDict()
     c.method = "unit_da"
     c.seed = 0
@@ -176,7 +178,6 @@ def da_config(preset: str) -> ml_collections.ConfigDict:
     c.data = data_config("idx", preprocess="none", load_size=32, crop_size=32, no_flip=True,
                          num_workers=2)
     c.data.image_size = 32        # MNIST 28 and USPS 16 are resized (bicubic) to 32
-    mnist = "../shared/data/mnist/train-images-idx3-ubyte.gz"
-    usps = "../shared/data/usps/train-images-idx3-ubyte.gz"
+    mnist, usps = cache.digits_train_images("mnist"), cache.digits_train_images("usps")
     c.data.idx_A, c.data.idx_B = (mnist, usps) if preset == "mnist2usps" else (usps, mnist)
     return c

@@ -46,7 +46,9 @@ _PIXEL_DA_STEPS = flags.DEFINE_integer("pixel_da_steps", _D.pixel_da_steps,
                                        "Pixel-level DA classifier steps (0: off).")
 _PIXEL_DA_SIZE = flags.DEFINE_integer("pixel_da_size", _D.pixel_da_size,
                                       "Translated source images it learns from (0: all).")
-_DATA_ROOT = flags.DEFINE_string("data_root", _D.data_root, "Folder with mnist/ and usps/ IDX files.")
+_DATA_ROOT = flags.DEFINE_string("data_root", _D.data_root, "Folder with mnist/ and usps/ IDX files "
+                                  "(default: $UNPAIRED_DATA, else ~/.cache/unpaired; python -m launch.fetch "
+                                  "mnist usps fills it).")
 _WORKROOT = flags.DEFINE_string("workroot", _D.workroot, "Where the runs go.")
 _OUTPUT = flags.DEFINE_string("output", _D.output, "The results file (figures go beside it).")
 _REPORT_ONLY = flags.DEFINE_bool(

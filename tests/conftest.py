@@ -1,4 +1,4 @@
-"""Test-session setup: fast XLA compiles on CPU, TF32 off in torch.
+"""Test-session setup: fast XLA compiles on CPU, TF32 off in torch, the real digits' folder.
 
 The suite compiles many small programs and runs each a few times, so XLA's backend
 optimisation level 0 (about half the compile time on CPU) is the right trade here; it
@@ -18,6 +18,12 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       tempfile.mkdtemp(prefix="unpaired-test-jax-cache-"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+# Real MNIST/USPS for the tests that need them (tests.helpers.needs_real_digits): the copy at
+# ../shared/data beside our checkouts, when there is one and UNPAIRED_DATA does not say
+# otherwise. A test-side choice: the presets' own default is the user's cache folder.
+_SHARED_DATA = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
+if os.path.isdir(_SHARED_DATA):
+    os.environ.setdefault("UNPAIRED_DATA", _SHARED_DATA)
 
 import torch  # noqa: E402
 

@@ -1,8 +1,11 @@
-"""Shared test utilities: layout conversion, error measures, torch <-> jax weight copies."""
+"""Shared test utilities: layout conversion, error measures, torch <-> jax weight copies, real digit data."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
+import pytest
 import torch
 
 
@@ -152,3 +155,47 @@ def workdir_at_step(workdir: str, step: int, dest) -> str:
     assert str(step) in os.listdir(ckpts), (workdir, step, os.listdir(ckpts))
     return dest
 
+
+
+# --- real digit data: MNIST and USPS in the data root (`unpaired.data.cache`). tests/conftest.py
+# points UNPAIRED_DATA at ../shared/data when that folder exists; otherwise it is the user's
+# own setting or cache folder (python -m launch.fetch mnist usps fills it).
+def real_digits_root() -> str | None:
+    """The data root when it holds MNIST and USPS (train and test IDX files), else None."""
+    from unpaired.data import cache
+
+    root = cache.data_root()
+    files = [os.path.join(root, name, f"{split}-{part}-ubyte.gz") for name in cache.DIGIT_SETS
+             for split in ("train", "t10k") for part in ("images-idx3", "labels-idx1")]
+    return root if all(os.path.isfile(f) for f in files) else None
+
+
+def _skip_reason() -> str:
+    from unpaired.data import cache
+
+    return (f"real MNIST/USPS IDX files not found in {cache.data_root()}: set UNPAIRED_DATA or put "
+            "the data at ../shared/data (python -m launch.fetch mnist usps fetches them)")
+
+
+REAL_DIGITS = real_digits_root()
+needs_real_digits = pytest.mark.skipif(REAL_DIGITS is None, reason=_skip_reason())
+
+
+def real_digits(name: str, split: str = "train", part: str = "images") -> str:
+    """A real IDX file: real_digits('usps', 't10k', 'labels') -> <root>/usps/t10k-labels-idx1-ubyte.gz."""
+    kind = {"images": "images-idx3", "labels": "labels-idx1"}[part]
+    return os.path.join(REAL_DIGITS or "<no real digits>", name, f"{split}-{kind}-ubyte.gz")
+
+
+def fake_digits_root(root, n: int = 4) -> str:
+    """A data root of tiny blank MNIST/USPS IDX files (n images a split, labels 0..n-1): enough for
+    presets to validate, not to learn from."""
+    from unpaired.data.idx import write_idx
+
+    for name, side in (("mnist", 28), ("usps", 16)):
+        folder = os.path.join(os.fspath(root), name)
+        os.makedirs(folder, exist_ok=True)
+        for split in ("train", "t10k"):
+            write_idx(os.path.join(folder, f"{split}-images-idx3-ubyte.gz"), np.zeros((n, side, side), np.uint8))
+            write_idx(os.path.join(folder, f"{split}-labels-idx1-ubyte.gz"), np.arange(n, dtype=np.uint8) % 10)
+    return os.fspath(root)

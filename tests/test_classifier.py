@@ -15,11 +15,8 @@ from unpaired import config_validation, methods, train
 from unpaired.data import builtin_digits
 from unpaired.eval import features as eval_features
 from unpaired.eval import fid
+from tests.helpers import needs_real_digits, real_digits
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED_DATA = os.path.join(REPO_ROOT, "..", "shared", "data")
-needs_shared = pytest.mark.skipif(not os.path.isdir(SHARED_DATA),
-                                  reason=f"real IDX files not present at {SHARED_DATA}")
 
 
 def as_images(pixels):
@@ -114,17 +111,16 @@ def test_classifier_feature_fid_separates_handwritten_from_printed(digits_run):
 def test_real_data_presets_resolve_and_validate(preset):
     config = classifier_config.get_config(preset)
     assert config.method == "dtn_pretrain" and config.augment_shift > 0
-    path = os.path.join(REPO_ROOT, config.data.idx_A)
-    assert os.path.basename(os.path.dirname(path)) == preset
+    assert os.path.basename(os.path.dirname(config.data.idx_A)) == preset
     methods.get_method_class(config.method).validate_config(config)
     with pytest.raises(ValueError, match="unknown classifier preset"):
         classifier_config.get_config("svhn")
 
 
-@needs_shared
+@needs_real_digits
 def test_usps_classifier_short_run_on_the_real_test_set(tmp_path):
     config = classifier_config.get_config("usps")
-    config.data.idx_A = os.path.join(SHARED_DATA, "usps", "train-images-idx3-ubyte.gz")
+    assert config.data.idx_A == real_digits("usps")
     config.max_steps, config.checkpoint_every, config.log_every = 15, 15, 15
     config.data.num_workers = 1
     train.train_and_evaluate(config, str(tmp_path))

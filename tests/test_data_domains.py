@@ -16,12 +16,10 @@ from unpaired.data import (
 )
 from unpaired.data.builtin_digits import handwritten_digits, printed_digits
 from unpaired.methods.cyclegan import CycleGAN
+from tests.helpers import needs_real_digits as needs_idx, real_digits
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED_DATA = os.path.join(REPO_ROOT, "..", "shared", "data")
-needs_idx = pytest.mark.skipif(not os.path.isdir(SHARED_DATA), reason=f"real IDX files not present at {SHARED_DATA}")
-MNIST = os.path.join(SHARED_DATA, "mnist")
-USPS = os.path.join(SHARED_DATA, "usps")
+MNIST = os.path.dirname(real_digits("mnist"))
+USPS = os.path.dirname(real_digits("usps"))
 
 
 def _cfg(**kw) -> ml_collections.ConfigDict:

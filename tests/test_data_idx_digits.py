@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import gzip
-import os
 import struct
 import time
 
 import numpy as np
 import pytest
 
+from tests.helpers import needs_real_digits, real_digits
 from unpaired.data import DataError, IdxSource, load_builtin_digits, read_idx
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED_DATA = os.path.join(REPO_ROOT, "..", "shared", "data")
-needs_shared = pytest.mark.skipif(
-    not os.path.isdir(SHARED_DATA), reason=f"real IDX files not present at {SHARED_DATA}"
-)
 
 
 def _idx_bytes(arr: np.ndarray) -> bytes:
@@ -80,15 +75,17 @@ def test_idx_source_resizes_and_sets_channels(tmp_path):
     assert "x.gz" in src.item_name(1)
 
 
-@needs_shared
-@pytest.mark.parametrize(
-    "folder,split,n,side",
-    [("mnist", "train", 6112, 28), ("mnist", "t10k", 10000, 28), ("usps", "train", 7291, 16), ("usps", "t10k", 2007, 16)],
+@needs_real_digits
+@pytest.mark.parametrize(  # MNIST train: our shared copy's first 6,112 images, or all 60,000 (launch.fetch)
+    "folder,split,sizes,side",
+    [("mnist", "train", (6112, 60000), 28), ("mnist", "t10k", (10000,), 28), ("usps", "train", (7291,), 16),
+     ("usps", "t10k", (2007,), 16)],
 )
-def test_real_idx_files(folder, split, n, side):
-    images = read_idx(os.path.join(SHARED_DATA, folder, f"{split}-images-idx3-ubyte.gz"))
-    labels = read_idx(os.path.join(SHARED_DATA, folder, f"{split}-labels-idx1-ubyte.gz"))
-    assert images.shape == (n, side, side) and images.dtype == np.uint8
+def test_real_idx_files(folder, split, sizes, side):
+    images = read_idx(real_digits(folder, split))
+    labels = read_idx(real_digits(folder, split, "labels"))
+    n = len(images)
+    assert n in sizes and images.shape == (n, side, side) and images.dtype == np.uint8
     assert labels.shape == (n,) and set(np.unique(labels)) == set(range(10))
     assert images.max() == 255 and np.median(images) == 0  # white digits on black background
 

@@ -5,7 +5,6 @@
 """
 
 import math
-import os
 
 import numpy as np
 import pytest
@@ -16,12 +15,9 @@ from unpaired.config_validation import ConfigError, validate
 from unpaired.data.idx import read_idx
 from unpaired.data.sources import IdxSource
 from unpaired.methods.dtn import DTN
+from tests.helpers import needs_real_digits as needs_data, real_digits
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = os.path.join(ROOT, "..", "shared", "data")
-MNIST = os.path.join(DATA, "mnist", "train-images-idx3-ubyte.gz")
-USPS = os.path.join(DATA, "usps", "train-images-idx3-ubyte.gz")
-needs_data = pytest.mark.skipif(not os.path.exists(MNIST), reason=f"{DATA} is absent")
+MNIST, USPS = real_digits("mnist"), real_digits("usps")
 BITS = 22  # Pillow's PRECISION_BITS for 8-bit images
 
 
@@ -83,7 +79,7 @@ def test_idx_lanczos_matches_the_independent_resize(path):
 @needs_data
 def test_mnist2usps_preset_batches_are_lanczos_images_in_unit_range():
     config = dtn_config.get_config("mnist2usps")
-    config.data.idx_A, config.data.idx_B = MNIST, USPS
+    assert (config.data.idx_A, config.data.idx_B) == (MNIST, USPS)
     assert config.data.image_resize == "lanczos"
     assert dtn_config.get_config("digits").data.image_resize == "bicubic"
     spec = DTN.data_spec(config)

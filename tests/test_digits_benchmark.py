@@ -8,11 +8,12 @@ import sys
 import pytest
 from PIL import Image
 
+from tests.helpers import REAL_DIGITS as DATA, needs_real_digits
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = os.path.join(REPO, "..", "shared", "data")
 
 
-@pytest.mark.skipif(not os.path.isdir(DATA), reason=f"real digit data not found at {DATA}")
+@needs_real_digits
 def test_digits_benchmark_runs_end_to_end(tmp_path):
     out = tmp_path / "results.md"
     proc = subprocess.run(
@@ -29,7 +30,10 @@ def test_digits_benchmark_runs_end_to_end(tmp_path):
     assert row.endswith("| 1 | 2 (tiny) |"), row
     assert "| CoGAN (paper only) | mnist2usps | — | — | — | — | — | 0.957 |" in text
     assert f"{result['diversity']:.3f}" in row  # the collapse measure of the selected checkpoint
-    for phrase in ("6,112", "Model selection", "No target label is used to select", "16 training images per domain",
+    # The data is named by its flag and variable, never by this machine's path.
+    assert "`--data_root` (default `$UNPAIRED_DATA`" in text and DATA not in text
+    assert "our **6,112-image subset**" in text or "MNIST training set: all 60,000" in text
+    for phrase in ("Model selection", "No target label is used to select", "16 training images per domain",
                    "2 steps per run", "1 seed(s)"):
         assert phrase in text, phrase
     kept = tmp_path / "results_runs"  # the small files a table is rebuilt from, beside it
@@ -58,7 +62,7 @@ def test_digits_benchmark_runs_end_to_end(tmp_path):
     assert sorted(os.listdir(tmp_path / "runs")) == ["classifier_usps", "cyclegan_mnist2usps_seed0"]
 
 
-@pytest.mark.skipif(not os.path.isdir(DATA), reason=f"real digit data not found at {DATA}")
+@needs_real_digits
 def test_report_only_without_classifiers_names_the_flag(tmp_path):
     from unpaired.benchmarks import digits as bench
 
@@ -67,7 +71,7 @@ def test_report_only_without_classifiers_names_the_flag(tmp_path):
                                            report_only=True, workroot=str(tmp_path)))
 
 
-@pytest.mark.skipif(not os.path.isdir(DATA), reason=f"real digit data not found at {DATA}")
+@needs_real_digits
 @pytest.mark.parametrize("networks,tiny", [("preset", False), ("small", False), ("preset", True)])
 def test_every_method_config_validates(networks, tiny, tmp_path):
     from unpaired import config_validation
@@ -116,4 +120,4 @@ def test_method_steps_and_bad_flags_are_named():
     with pytest.raises(ValueError, match="--networks"):
         bench.method_config(bench.Settings(networks="huge"), "unit", "mnist2usps", 0, {})
     with pytest.raises(ValueError, match="--method_steps"):
-        bench.run_benchmark(bench.Settings(data_root=DATA, method_steps="unit=-1", workroot="/nonexistent"))
+        bench.run_benchmark(bench.Settings(method_steps="unit=-1", workroot="/nonexistent"))

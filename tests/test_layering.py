@@ -22,7 +22,7 @@ FLOORS = (
     ("ground", ("unpaired", "unpaired.layers", "unpaired.losses", "unpaired.pool",
                 "unpaired.schedules", "unpaired.state", "unpaired.tf_adam", "unpaired.logs",
                 "unpaired.cli", "unpaired.checkpoint", "unpaired.weights", "unpaired.torch_io",
-                "unpaired.config_checks", "unpaired.data", "unpaired.distributed",
+                "unpaired.config_checks", "unpaired.data", "unpaired.fetch", "unpaired.distributed",
                 "unpaired.methods.translation", "unpaired.eval.config", "unpaired.eval.fid")),
     ("nets", ("unpaired.nets", "unpaired.eval.inception")),
     ("reference", ("unpaired.torch_reference",)),

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from configs import cyclegan as cyclegan_config
+from tests.helpers import fake_digits_root
 from tests.overrides import set_keys
 from unpaired import checkpoint, config_validation, methods, train
 
@@ -176,7 +177,8 @@ def test_impossible_config_values_fail_naming_the_key(key, value, message):
         config_validation.validate(config)
 
 
-def test_presets_validate_and_unknown_presets_fail():
+def test_presets_validate_and_unknown_presets_fail(monkeypatch, tmp_path):
+    monkeypatch.setenv("UNPAIRED_DATA", fake_digits_root(tmp_path))  # mnist2usps's IDX files exist
     for preset in ("digits", "horse2zebra", "folder", "mnist2usps"):
         config_validation.validate(cyclegan_config.get_config(preset))
     with pytest.raises(ValueError, match="unknown cyclegan preset"):

@@ -18,6 +18,8 @@ from unpaired import checkpoint, config_validation, methods, train
 from unpaired import translate as tr
 from unpaired.methods.translation import TranslationRequest
 
+from tests.helpers import fake_digits_root
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = ["--config=configs/ufdn.py:digits", "--config.batch_size=2", "--config.log_every=1",
          "--config.sample_every=2", "--config.checkpoint_every=2", "--config.data.num_workers=1"]
@@ -106,7 +108,8 @@ def test_requests_are_resolved_or_refused_naming_the_flag():
             method.resolve_request(request)
 
 
-def test_presets_validate_and_bad_values_name_their_key():
+def test_presets_validate_and_bad_values_name_their_key(monkeypatch, tmp_path):
+    monkeypatch.setenv("UNPAIRED_DATA", fake_digits_root(tmp_path))  # uda's MNIST/USPS files exist
     for preset in ("digits", "face", "uda", "folder"):
         config_validation.validate(ufdn_config.get_config(preset))
     for key, value, needle in (("procedure", "gan", "config.procedure"),

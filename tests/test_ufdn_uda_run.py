@@ -1,7 +1,7 @@
 """UFDN domain adaptation end to end on the real MNIST -> USPS data, and official files.
 
 A short `launch.train` run of the `uda_small` preset (narrow networks; the official ones
-have ~122M parameters) on `../shared/data`: grids, checkpoints, resume, the final
+have ~122M parameters) on the real MNIST/USPS in the data root: grids, checkpoints, resume, the final
 adaptation accuracy (printed and in `da_accuracy.json`); then `launch.export` writes the
 run as plain state_dicts that the PyTorch re-expression loads and computes equally. Last,
 `launch.translate` on a whole pickled module, saved the way the reference saves `vae`,
@@ -23,16 +23,14 @@ from unpaired import translate as tr
 from unpaired.methods.translation import TranslationRequest
 from unpaired.torch_reference import ufdn as ref
 
-from tests.helpers import nchw, nhwc, rel_err
+from tests.helpers import nchw, needs_real_digits as needs_data, nhwc, rel_err
 from tests.test_ufdn_official_weights import _pickled, _trained_like_vae
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = os.path.normpath(os.path.join(REPO, "..", "shared", "data"))
-IDX = (f"mnist={DATA}/mnist/train-images-idx3-ubyte.gz,"
-       f"usps={DATA}/usps/train-images-idx3-ubyte.gz")
+# The preset's own data paths: the data root, which the subprocesses inherit (UNPAIRED_DATA).
 FLAGS = ["--config=configs/ufdn.py:uda_small", "--config.batch_size=4", "--config.log_every=1",
          "--config.sample_every=2", "--config.checkpoint_every=2", "--config.eval_batch_size=500",
-         "--config.data.num_workers=1", f"--config.data.idx={IDX}"]
+         "--config.data.num_workers=1"]
 
 
 def _run(module, *args):
@@ -40,10 +38,6 @@ def _run(module, *args):
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
-
-
-needs_data = pytest.mark.skipif(not os.path.isdir(os.path.join(DATA, "usps")),
-                                reason=f"the MNIST/USPS IDX files are not in {DATA}")
 
 
 @pytest.fixture(scope="module")

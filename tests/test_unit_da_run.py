@@ -1,4 +1,4 @@
-"""UNIT digit DA end to end on the real MNIST -> USPS data in ../shared/data:
+"""UNIT digit DA end to end on the real MNIST -> USPS data in the data root (tests.helpers):
 `launch.train --config=configs/unit.py:mnist2usps` (grids, checkpoints, the target test
 accuracy printed and saved, resume bit-identical) and `launch.translate` from the workdir."""
 
@@ -18,12 +18,11 @@ from unpaired import checkpoint, config_validation, data, methods, torch_io, tra
 from unpaired.data.spec import DataSpec
 from unpaired.torch_reference import unit_da as ref
 
-from tests.helpers import nchw, workdir_at_step
+from tests.helpers import nchw, needs_real_digits, workdir_at_step
 from tests.overrides import set_keys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
-pytestmark = pytest.mark.skipif(not os.path.isdir(DATA), reason=f"real digit data absent: {DATA}")
+pytestmark = needs_real_digits
 TINY = {"gen_ch": 4, "dis_ch": 4, "batch_size": 4, "test_batch_size": 500, "data.num_workers": 1,
         "log_every": 1, "sample_every": 2, "checkpoint_every": 2}
 

@@ -22,6 +22,7 @@ metrics.jsonl, config.json), so `--report_only` rebuilds the table and curves wi
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import importlib
 import json
 import os
@@ -33,6 +34,7 @@ import ml_collections
 import numpy as np
 
 from unpaired import logs
+from unpaired.data import cache
 from unpaired.data.config import data_config
 from unpaired.benchmarks import plot
 
@@ -61,7 +63,7 @@ NOT_TRAINED = {"ufdn": ("translation_accuracy", "pixel_da_accuracy", "diversity"
 class Settings:
     """The benchmark's knobs (every one a flag of launch/digits_benchmark.py)."""
 
-    data_root: str = "../shared/data"
+    data_root: str = dataclasses.field(default_factory=cache.data_root)  # $UNPAIRED_DATA or ~/.cache/unpaired
     workroot: str = "workdirs/digits_benchmark"
     output: str = "docs/results.md"
     methods: tuple[str, ...] = METHODS
@@ -84,6 +86,26 @@ class Settings:
 def idx_paths(root: str, domain: str) -> str:
     """The training image file of `domain` (mnist or usps) under the data root."""
     return os.path.join(root, domain, "train-images-idx3-ubyte.gz")
+
+
+def image_count(path: str) -> int | None:
+    """The image count in a gzip IDX file's header (None if unreadable): which MNIST a run used."""
+    try:
+        with gzip.open(path) as f:
+            head = f.read(8)
+    except (OSError, EOFError):
+        return None
+    return int.from_bytes(head[4:8], "big") if len(head) == 8 else None
+
+
+def _mnist_train_phrase(s: Settings) -> str:
+    """The protocol's words for the MNIST training set the runs read."""
+    n = image_count(idx_paths(s.data_root, "mnist"))
+    if n == 60000:
+        return "all 60,000 (as the papers; some sample 2,000)"
+    if n:
+        return f"our **{n:,}-image subset** (the papers use all 60,000, or 2,000 sampled)"
+    return "the data root's (the papers use all 60,000, or 2,000 sampled)"
 
 
 def _load_config(name: str, preset: str) -> ml_collections.ConfigDict:
@@ -471,9 +493,10 @@ def write_results(s: Settings, results: list[dict[str, Any]], classifier_acc: di
                   "needs `python -m launch.digits_benchmark` at the presets' widths "
                   "(`--networks=preset`, 10,000 steps, 3 seeds), a GPU job.", ""]
     lines += ["## Protocol", "",
-              f"- Data: `{s.data_root}` IDX files. MNIST training set: our **6,112-image subset** "
-              "(the papers use all 60,000, or 2,000 sampled); MNIST test: all 10,000; USPS: 7,291 "
-              "train / 2,007 test. All images resized to 32x32, grey (UFDN: grey repeated to RGB).",
+              f"- Data: the MNIST and USPS IDX files of `--data_root` (default `${cache.ENV}`, else "
+              "~/.cache/unpaired: `python -m launch.fetch mnist usps`, docs/data.md). MNIST training "
+              f"set: {_mnist_train_phrase(s)}; MNIST test: all 10,000; USPS: 7,291 train / 2,007 "
+              "test. All images resized to 32x32, grey (UFDN: grey repeated to RGB).",
               f"- Held out for model selection: {s.holdout} training images per domain (a fixed "
               "subset, `unpaired.data.holdout`), never trained on.",
               f"- Training: {s.steps} steps per run"
@@ -535,7 +558,8 @@ def run_benchmark(s: Settings) -> list[dict[str, Any]]:
         steps_of(s, m)  # a bad --method_steps fails before any training
     for domain in ("mnist", "usps"):
         if not os.path.exists(idx_paths(s.data_root, domain)):
-            raise ValueError(f"--data_root={s.data_root!r} has no {domain}/train-images-idx3-ubyte.gz")
+            raise ValueError(f"--data_root={s.data_root!r} has no {domain}/train-images-idx3-ubyte.gz: "
+                             f"{cache.fetch_command(['mnist', 'usps'])}")
     domains = {DIRECTIONS[d][1] for d in s.directions}  # judges of translations into a domain
     if "dtn" in s.methods:
         domains |= {DIRECTIONS[d][0] for d in s.directions}  # DTN's f on its source

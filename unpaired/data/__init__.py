@@ -40,6 +40,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from unpaired.data import cache
 from unpaired.data.builtin_digits import RENDERINGS, load_builtin_digits, render_digits
 from unpaired.data.decode import load_image
 from unpaired.data.errors import DataError
@@ -126,10 +127,11 @@ def _sources(cfg: Any, split: str, spec: DataSpec) -> dict[str, DomainSource]:
     if kind == "folder":
         root = os.fspath(_get(cfg, "dataroot"))
         if not os.path.isdir(root):
-            raise DataError(
+            fetch = cache.missing_message([("config.data.dataroot", root)])
+            raise DataError(fetch or (
                 f"config.data.dataroot={root!r} is not a folder; expected <dataroot>/trainA, "
                 "trainB, testA, testB or <dataroot>/<split>/<domain>/ (use source='tfds' to read a .zip)"
-            )
+            ))
         return {d: FolderSource(folder_path(root, split, d), channels=spec.channels[d]) for d in spec.domains}
     return _tfds_sources(cfg, kind, split, spec)
 

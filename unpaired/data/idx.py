@@ -1,4 +1,4 @@
-"""Reading IDX files (the MNIST/USPS distribution format), gzip-compressed or raw."""
+"""Reading and writing IDX files (the MNIST/USPS distribution format), gzip-compressed or raw."""
 
 from __future__ import annotations
 
@@ -60,3 +60,22 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
         )
     arr = np.frombuffer(data, dtype, offset=header).reshape(shape)
     return arr.astype(dtype.newbyteorder("="))
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """An array as IDX bytes (big-endian header and data; uint8 gives magic 0x0803 for [N,H,W], 0x0801 for [N])."""
+    array = np.asarray(array)
+    codes = {np.dtype(v).newbyteorder("="): k for k, v in _IDX_DTYPES.items()}
+    native = array.dtype.newbyteorder("=")
+    if native not in codes or not 1 <= array.ndim <= 255:
+        raise ValueError(f"IDX holds 1-255 dimensions of {sorted(str(d) for d in codes)}, not {array.dtype} {array.shape}")
+    header = bytes([0, 0, codes[native], array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
+    return header + np.ascontiguousarray(array, dtype=native.newbyteorder(">")).tobytes()
+
+
+def write_idx(path: str | os.PathLike[str], array: np.ndarray) -> None:
+    """Writes `array` as an IDX file, gzip-compressed when the name ends in .gz (as MNIST's files)."""
+    data = idx_bytes(array)
+    path = os.fspath(path)
+    with open(path, "wb") as f:  # mtime 0: the same array always gives the same bytes
+        f.write(gzip.compress(data, mtime=0) if path.endswith(".gz") else data)

@@ -13,6 +13,7 @@ import os
 import re
 from typing import Any
 
+from unpaired.data import cache
 from unpaired.data.builtin_digits import RENDERINGS
 from unpaired.data.errors import DataError
 from unpaired.data.spec import DataSpec
@@ -220,6 +221,18 @@ def folder_path(root: str, split: str, domain: str) -> str:
     return nested if not os.path.isdir(joined) and os.path.isdir(nested) else joined
 
 
+def check_fetched(cfg: Any, domains: tuple[str, ...]) -> None:
+    """DataError with the `launch.fetch` command when domains' IDX paths are absent fetchable data.
+
+    One line for all of them (a preset's MNIST and USPS alike); paths outside the data root's
+    layout are left to the per-domain checks and their "does not exist".
+    """
+    settings = [domain_setting(cfg, f"idx_{d}", "idx", d) for d in domains]
+    message = cache.missing_message((s.key, s.value) for s in settings)
+    if message:
+        raise DataError(message)
+
+
 def check_locations(cfg: Any, spec: DataSpec, split: str = "train") -> None:
     """DataError naming the key of the first domain (or needed labels) the config does not locate.
 
@@ -227,6 +240,8 @@ def check_locations(cfg: Any, spec: DataSpec, split: str = "train") -> None:
     domains whose labels the method needs, that a label file can be found.
     """
     kind = get_field(cfg, "source")
+    if kind == "idx":
+        check_fetched(cfg, spec.domains)
     for domain in spec.domains:
         if kind == "digits":
             digit_rendering(cfg, domain)

@@ -111,7 +111,6 @@ def run_demo(s: Settings, method: str) -> dict[str, Any]:
 
 def write_table(s: Settings, results: list[dict[str, Any]]) -> str:
     """The Markdown page: one row per method, its translation grid below."""
-    folder = os.path.dirname(os.path.abspath(s.output))
     lines = ["# The offline demos: do the `digits` presets show their method?", "",
              "Made by `python -m launch.demo_benchmark`. Each preset trained as the README runs "
              "it (one seed, the preset's own seed), timed from start to end (compile included; "

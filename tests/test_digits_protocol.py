@@ -1,6 +1,7 @@
 """The digits benchmark's protocol pieces that need no data: schedules stretched with the run,
 metrics a procedure does not train marked, the references' selection read from the curves."""
 
+import dataclasses
 import json
 
 import pytest
@@ -70,13 +71,15 @@ def test_report_only_rebuilds_from_the_kept_record_without_the_runs(tmp_path):
     assert bench.run_one(s, "dtn", "mnist2usps", 1, {}) is None  # not finished anywhere
     with pytest.raises(ValueError, match="no finished classifier for mnist, usps"):
         bench.run_benchmark(s)
-    for d in ("mnist", "usps"):
-        (kept / f"classifier_{d}").mkdir()
-        (kept / f"classifier_{d}" / "accuracy.json").write_text(json.dumps({"accuracy": 0.5}))
     data = tmp_path / "data"
     for d in ("mnist", "usps"):
         (data / d).mkdir(parents=True)
         (data / d / "train-images-idx3-ubyte.gz").write_bytes(b"")
     s.data_root = str(data)
+    # UFDN's uda alone needs no judge: its translations are not trained (n/t), nothing to judge.
+    assert bench.run_benchmark(dataclasses.replace(s, methods=("ufdn",))) == []
+    for d in ("mnist", "usps"):
+        (kept / f"classifier_{d}").mkdir()
+        (kept / f"classifier_{d}" / "accuracy.json").write_text(json.dumps({"accuracy": 0.5}))
     assert [x["seed"] for x in bench.run_benchmark(s)] == [0]
     assert "| dtn | mnist2usps | 0.250 (1 seed) |" in (tmp_path / "docs" / "results.md").read_text()

@@ -17,9 +17,9 @@ def test_step_counted_schedules_stretch_with_the_run():
     assert unit.step_size == 667
     config, _ = bench.method_config(bench.Settings(steps=1000), "unit", "mnist2usps", 0, {})
     assert config.max_steps == 1000 and config.step_size == 667
-    ufdn = ufdn_config.get_config("digits")  # 400 steps; ramps over 100 and 200 steps
-    bench.rescale_schedules(ufdn, 2000)
-    assert ufdn.lambdas.pix_recon == (10.0, 1.0, 500) and ufdn.lambdas.feat_domain == (0.0, 1.0, 1000)
+    ufdn = ufdn_config.get_config("digits")  # 2,000 steps; ramps over 100 and 1,000 steps
+    bench.rescale_schedules(ufdn, 5000)
+    assert ufdn.lambdas.pix_recon == (10.0, 1.0, 250) and ufdn.lambdas.feat_domain == (0.0, 1.0, 2500)
     assert ufdn.lambdas.kl == (1e-6, 1e-6, 1)  # constants stay constants
     same = unit_config.get_config("digits")
     bench.rescale_schedules(same, 300)
@@ -83,3 +83,16 @@ def test_report_only_rebuilds_from_the_kept_record_without_the_runs(tmp_path):
         (kept / f"classifier_{d}" / "accuracy.json").write_text(json.dumps({"accuracy": 0.5}))
     assert [x["seed"] for x in bench.run_benchmark(s)] == [0]
     assert "| dtn | mnist2usps | 0.250 (1 seed) |" in (tmp_path / "docs" / "results.md").read_text()
+
+
+def test_cpu_networks_take_each_cpu_preset_whole():
+    s = bench.Settings(networks="cpu", steps=123)
+    config, names = bench.method_config(s, "ufdn", "usps2mnist", 2, {})
+    preset = ufdn_config.get_config("uda_cpu")
+    assert bench.steps_of(s, "ufdn") == preset.max_steps == config.max_steps
+    assert config.lr == preset.lr and config.encoder == preset.encoder and config.seed == 2
+    assert config.data.domains == "usps,mnist" and names == {"usps": "usps", "mnist": "mnist"}
+    assert bench.run_name(s, "ufdn", "usps2mnist", 2) == "ufdn_usps2mnist_cpu_seed2"
+    assert bench.run_name(bench.Settings(), "ufdn", "usps2mnist", 2) == "ufdn_usps2mnist_seed2"
+    with pytest.raises(ValueError, match="--networks=cpu: cyclegan has no CPU preset yet"):
+        bench.method_config(s, "cyclegan", "mnist2usps", 0, {})

@@ -281,6 +281,13 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> None:
     train.train_and_evaluate(config, workdir)
 
 
+def run_name(s: Settings, method: str, direction: str, seed: int) -> str:
+    """`ufdn_mnist2usps_cpu_seed0`: a run's folder name; the networks are part of it (but for
+    the presets' own), so that runs of other widths are never reused for each other."""
+    networks = "" if s.networks == "preset" else f"_{s.networks}"
+    return f"{method}_{direction}{networks}_seed{seed}"
+
+
 def record_dir(s: Settings) -> str:
     """Where finished runs' small files (result.json, metrics.jsonl) are kept beside --output
     (`docs/results_runs` by default, in the repository): the table and its curves can be rebuilt
@@ -321,7 +328,7 @@ def run_one(s: Settings, method: str, direction: str, seed: int, classifiers: di
     `report_only`, None for a run that has not finished)."""
     from unpaired.eval import pixel_da, report, run  # pylint: disable=import-outside-toplevel
 
-    name = f"{method}_{direction}_seed{seed}"
+    name = run_name(s, method, direction, seed)
     workdir = os.path.join(s.workroot, name)
     done = os.path.join(workdir, "result.json")
     for folder in (workdir, os.path.join(record_dir(s), name)):  # the workroot, else the record
@@ -409,7 +416,10 @@ def _cell(rs: list[dict[str, Any]], method: str, name: str) -> str:
 def _runs_length(rs: list[dict[str, Any]]) -> str:
     """'10000 (preset)': the training length and networks of a row's runs (each distinct one)."""
     kinds = sorted({f"{r.get('steps', '?')} ({r.get('networks', '?')})" for r in rs})
-    return ", ".join(kinds)
+    times = [r["train_seconds"] for r in rs if r.get("train_seconds")]
+    loaded = any(r.get("load_before", 0.0) > 0.5 for r in rs)
+    minutes = f", {np.mean(times) / 60:.1f} min{' (loaded)' if loaded else ''}" if times else ""
+    return ", ".join(kinds) + minutes
 
 
 def figures(s: Settings, results: list[dict[str, Any]], folder: str) -> dict[str, list[str]]:
@@ -476,6 +486,11 @@ def write_results(s: Settings, results: list[dict[str, Any]], classifier_acc: di
                          f"{_cell(rs, method, 'diversity')} | "
                          f"{_mean_spread([reference_selection(r) for r in rs])} | {paper} | {len(rs)} | "
                          f"{_runs_length(rs)} |")
+    if s.networks == "cpu":
+        without = [m for m in METHODS if m not in CPU_PRESETS]
+        if without:
+            lines += ["", f"No CPU preset yet (issue 23), so no row: {', '.join(without)}. Their earlier "
+                      "1,000-step runs at narrowed widths learned little (docs/quality.md quotes them)."]
     lines += ["", "Mean ± sample standard deviation over seeds 0..n-1 of the checkpoint selected by "
               "the source held-out accuracy. **Diversity**: the collapse measure "
               "(`unpaired.eval.diversity`), the translations' mean pairwise RMS distance over the "
@@ -499,7 +514,7 @@ def write_results(s: Settings, results: list[dict[str, Any]], classifier_acc: di
               "test. All images resized to 32x32, grey (UFDN: grey repeated to RGB).",
               f"- Held out for model selection: {s.holdout} training images per domain (a fixed "
               "subset, `unpaired.data.holdout`), never trained on.",
-              f"- Training: {s.steps} steps per run"
+              "- Training: " + ("each CPU preset's own length" if s.networks == "cpu" else f"{s.steps} steps per run")
               + (f" ({s.method_steps})" if s.method_steps else "") + " (a reused run keeps its own length: the "
               "table's last column), evaluated every "
               f"{s.eval_every} steps on the first {_curve_size(s) or 'all'} test images per domain "
@@ -510,7 +525,13 @@ def write_results(s: Settings, results: list[dict[str, Any]], classifier_acc: di
               + (" shrunk to tiny widths (a smoke run, not a result)" if s.tiny else
                  "; `small`: CycleGAN at ngf/ndf 16 and batch 8, UFDN's uda_small (z 64) instead "
                  "of the official uda widths, DTN's g and D at 32 wide and batch 32, UNIT DA at base "
-                 "widths 8 and batch 16" if s.networks == "small" else "") + ".",
+                 "widths 8 and batch 16" if s.networks == "small" else
+                 "; `cpu`: each method's CPU preset taken whole (" + ", ".join(
+                     f"`configs/{n}.py:{p}`" for n, p in CPU_PRESETS.values())
+                 + "; each lists its deviations from the reference beside it)" if s.networks == "cpu"
+                 else "") + ". Last column: steps (networks), mean training minutes per run, "
+              "`(loaded)` when another process shared the cores at a run's start (1-minute load "
+              "average above 0.5). Why each preset is what it is: docs/quality.md.",
               "- **Model selection**: the step with the best source held-out accuracy "
               "(UNIT DA and UFDN: their own classifier on held-out source images; the others: translation "
               "accuracy of held-out source images judged by the target classifier). No target "

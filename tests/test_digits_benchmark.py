@@ -28,7 +28,7 @@ def test_digits_benchmark_runs_end_to_end(tmp_path):
     result = json.load(open(tmp_path / "runs" / "cyclegan_mnist2usps_seed0" / "result.json"))
     assert f"{result['translation_accuracy']:.3f}" in row and f"{result['pixel_da_accuracy']:.3f}" in row
     assert row.endswith("| 1 | 2 (tiny) |"), row
-    assert "| CoGAN (paper only) | mnist2usps | — | — | — | — | — | 0.957 |" in text
+    assert "| CoGAN (paper only) | mnist2usps | — | — | — | — | — | — | 0.957 |" in text
     assert f"{result['diversity']:.3f}" in row  # the collapse measure of the selected checkpoint
     # The data is named by its flag and variable, never by this machine's path.
     assert "`--data_root` (default `$UNPAIRED_DATA`" in text and DATA not in text

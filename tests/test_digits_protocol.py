@@ -44,15 +44,16 @@ def test_table_marks_untrained_metrics_and_shows_the_references_selection(tmp_pa
     results = [_result(tmp_path, "ufdn", 0, [(10, 0.5), (20, 0.9), (30, 0.7)]),
                _result(tmp_path, "ufdn", 1, [(10, 0.6), (20, 0.7)]),
                _result(tmp_path, "dtn", 0, [(10, 0.2), (20, 0.4)])]
-    assert bench.reference_selection(results[0]) == 0.9
+    assert bench.reference_selection(results[0]) == 0.9 and bench.last_evaluation(results[0]) == 0.7
     s = bench.Settings(methods=("ufdn", "dtn"), directions=("mnist2usps",), seeds=2, steps=30,
                        output=str(tmp_path / "results.md"))
     text = bench.write_results(s, results, {}, {"translations": [], "curves": []}, str(tmp_path / "figs"))
     rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in text.splitlines()
             if line.startswith("| ufdn |") or line.startswith("| dtn |")}
-    # translation, latent DA, pixel DA, diversity, best target test
-    assert rows["ufdn"][2:7] == ["n/t", "0.500 ± 0.000", "n/t", "n/t", "0.800 ± 0.141"]
-    assert rows["dtn"][2:7] == ["0.250 (1 seed)", "—", "0.125 (1 seed)", "0.750 (1 seed)", "0.400 (1 seed)"]
+    # translation, latent DA, pixel DA, diversity, last step, best target test
+    assert rows["ufdn"][2:8] == ["n/t", "0.500 ± 0.000", "n/t", "n/t", "0.700 ± 0.000", "0.800 ± 0.141"]
+    assert rows["dtn"][2:8] == ["0.250 (1 seed)", "—", "0.125 (1 seed)", "0.750 (1 seed)", "0.400 (1 seed)",
+                                "0.400 (1 seed)"]
     assert "**n/t**: a metric the method's procedure does not train" in text
 
 

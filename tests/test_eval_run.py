@@ -339,7 +339,7 @@ def test_report_reads_an_official_weight_file_for_its_one_direction(classifiers)
     model = report.load_model(fixture.PREFIX, config=config)
     assert model.served.direction == "AtoB" and model.state.step == 0
     metrics = report.report(model)
-    assert sorted(k for k in metrics if "/" in k) == ["translation_accuracy/B_to_A"]
+    assert sorted(k for k in metrics if "/" in k) == ["diversity/B_to_A", "translation_accuracy/B_to_A"]
     params, model_state, _ = model.method.load_official(fixture.PREFIX, run.TranslationRequest())
     test = run.load_eval_data(model.method, model.config).test["B"]
     fakes = jax.jit(lambda p, ms, x: model.method.translate(p, x, "AtoB", ms))(params, model_state, test.images)

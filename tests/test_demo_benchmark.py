@@ -20,7 +20,7 @@ def test_a_demo_is_trained_scored_and_kept(tmp_path):
                        overrides=TINY)
     (tmp_path / "demos_runs").mkdir()
     kept_dtn = {"method": "dtn", "preset": "configs/dtn.py:digits", "steps": 7, "seconds": 3.0,
-                "load_before": 0.1, "source": "B (printed)", "target": "A (handwritten)",
+                "others_busy": 0.1, "source": "B (printed)", "target": "A (handwritten)",
                 "translation_accuracy": 0.5, "diversity": 0.25, "judge_accuracy": 0.75, "test_images": 400}
     (tmp_path / "demos_runs" / "dtn.json").write_text(json.dumps(kept_dtn))
     stale = tmp_path / "runs" / "ufdn"

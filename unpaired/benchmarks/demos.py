@@ -23,6 +23,7 @@ from typing import Any
 import ml_collections
 
 from unpaired import logs
+from unpaired.benchmarks import machine
 
 # method: (config file, preset, source domain, target domain); domains as the preset names them.
 DEMOS = {"cyclegan": ("cyclegan", "digits", "A", "B"),
@@ -82,7 +83,7 @@ def run_demo(s: Settings, method: str) -> dict[str, Any]:
     workdir = os.path.join(s.workroot, method)
     for old in (workdir, workdir + "_f"):  # afresh: a resumed run would time nothing
         shutil.rmtree(old, ignore_errors=True)
-    load_before = os.getloadavg()[0]
+    others_busy = machine.other_busy_cores()
     seconds = 0.0
     if method == "dtn":  # stage 1 (f on the labelled source) is part of the demo's cost
         f_config = _config(name, "digits_pretrain", s.overrides.get(method, {}))
@@ -102,11 +103,16 @@ def run_demo(s: Settings, method: str) -> dict[str, Any]:
     with open(os.path.join(classifier, "accuracy.json"), encoding="utf-8") as f:
         judge_accuracy = json.load(f)["accuracy"]
     return {"method": method, "preset": f"configs/{name}.py:{preset}", "steps": int(model.state.step),
-            "seconds": round(seconds, 1), "load_before": round(load_before, 2),
+            "seconds": round(seconds, 1), "others_busy": None if others_busy is None else round(others_busy, 2),
             "source": f"{src} ({_rendering(config, src)})", "target": f"{tgt} ({_rendering(config, tgt)})",
             "translation_accuracy": metrics[f"translation_accuracy/{src}_to_{tgt}"],
             "diversity": metrics[f"diversity/{src}_to_{tgt}"], "judge_accuracy": judge_accuracy,
             "test_images": len(data.test[src].images), "grid": grid}
+
+
+def _cores(r: dict[str, Any]) -> str:
+    value = r.get("others_busy")
+    return "?" if value is None else f"{value:.2f}"
 
 
 def write_table(s: Settings, results: list[dict[str, Any]]) -> str:
@@ -119,14 +125,14 @@ def write_table(s: Settings, results: list[dict[str, Any]]) -> str:
              "translated, classified by a classifier of the built-in target rendering "
              "(`configs/classifier.py:digits`), against the source labels. Diversity: the "
              "collapse measure (0: every input gives one image; 1: as spread as the inputs).", "",
-             "| method | preset | source -> target | steps | wall (s) | load before | translation acc. "
+             "| method | preset | source -> target | steps | wall (s) | others' cores | translation acc. "
              "| diversity | judge's own test acc. |", "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r['method']} | `{r['preset']}` | {r['source']} -> {r['target']} | {r['steps']} | "
-                     f"{r['seconds']:.0f} | {r['load_before']:.2f} | {r['translation_accuracy']:.3f} "
+                     f"{r['seconds']:.0f} | {_cores(r)} | {r['translation_accuracy']:.3f} "
                      f"({r['test_images']} digits) | {r['diversity']:.3f} | {r['judge_accuracy']:.3f} |")
-    lines += ["", "Load before: the 1-minute load average when the run started (2 cores: above ~0.5 "
-              "another process shared them, so the wall time is an upper bound).", "",
+    lines += ["", "Others' cores: how many cores other processes kept busy when the run started "
+              "(`unpaired.benchmarks.machine`); above 0.25 the wall time is an upper bound.", "",
               "Left: the first 8 source test digits; right: their translations."]
     for r in results:
         lines += ["", f"![{r['method']}](demos_figures/{r['method']}.png)"]

@@ -97,3 +97,9 @@ def test_cpu_networks_take_each_cpu_preset_whole():
     assert bench.run_name(bench.Settings(), "ufdn", "usps2mnist", 2) == "ufdn_usps2mnist_seed2"
     with pytest.raises(ValueError, match="--networks=cpu: cyclegan has no CPU preset yet"):
         bench.method_config(s, "cyclegan", "mnist2usps", 0, {})
+
+
+def test_kept_records_name_the_data_by_its_variable(tmp_path):
+    root = str(tmp_path / "data")
+    text = '{"idx": "mnist=%s/mnist/train.gz", "other": "/elsewhere"}' % root
+    assert bench.portable(text, root) == '{"idx": "mnist=$UNPAIRED_DATA/mnist/train.gz", "other": "/elsewhere"}'

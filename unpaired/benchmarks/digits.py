@@ -26,7 +26,6 @@ import gzip
 import importlib
 import json
 import os
-import shutil
 import time
 from typing import Any
 
@@ -301,7 +300,19 @@ def _keep(s: Settings, name: str, workdir: str, files: tuple[str, ...]) -> None:
     os.makedirs(kept, exist_ok=True)
     for f in files:
         if os.path.exists(os.path.join(workdir, f)):
-            shutil.copyfile(os.path.join(workdir, f), os.path.join(kept, f))
+            with open(os.path.join(workdir, f), encoding="utf-8") as src:
+                text = portable(src.read(), s.data_root)
+            with open(os.path.join(kept, f), "w", encoding="utf-8") as dst:
+                dst.write(text)
+
+
+def portable(text: str, data_root: str) -> str:
+    """`text` with this machine's data root written as `$UNPAIRED_DATA`: kept records name the
+    data by the variable a reader sets, never by the path the run happened to use."""
+    for root in sorted({os.path.abspath(data_root), data_root.rstrip("/")}, key=len, reverse=True):
+        if root:
+            text = text.replace(root, f"${cache.ENV}")
+    return text
 
 
 def train_classifier(s: Settings, domain: str) -> str:

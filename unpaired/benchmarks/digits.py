@@ -461,8 +461,8 @@ def figures(s: Settings, results: list[dict[str, Any]], folder: str) -> dict[str
         points = curve(r)
         if points and r["seed"] == 0:
             curves.setdefault(r["direction"], {})[r["method"]] = points
-        if r["seed"] != 0:
-            continue
+        if r["seed"] != 0 or "translation_accuracy" in NOT_TRAINED.get(r["method"], ()):
+            continue  # no grid of translations the procedure never trained
         name = f"translations_{r['method']}_{r['direction']}.png"
         if not os.path.isdir(os.path.join(r["workdir"], "checkpoints")):  # a kept record: no weights
             if os.path.exists(os.path.join(folder, name)):
@@ -493,7 +493,8 @@ def write_results(s: Settings, results: list[dict[str, Any]], classifier_acc: di
     rel = os.path.relpath(figure_dir, os.path.dirname(os.path.abspath(s.output)))
     lines = ["# Results: MNIST <-> USPS", "",
              "Made by `python -m launch.digits_benchmark` "
-             f"(--methods={','.join(s.methods)} --seeds={s.seeds} --steps={s.steps} "
+             f"(--methods={','.join(s.methods)} --seeds={s.seeds} "
+             + (f"--steps={s.steps} " if s.networks != "cpu" else "")
              + (f"--method_steps={s.method_steps} " if s.method_steps else "") +
              f"--networks={s.networks} --eval_every={s.eval_every} --pixel_da_steps={s.pixel_da_steps}"
              f"{' --report_only' if s.report_only else ''}{' --tiny' if s.tiny else ''}).", "",
@@ -587,7 +588,8 @@ def write_results(s: Settings, results: list[dict[str, Any]], classifier_acc: di
               "differ in data subsets and protocol.", "", "## Figures", "",
               "Translations of the first 8 source test digits (left: source, right: translated), "
               "seed 0, selected checkpoint:", ""]
-    lines += [f"![{n}]({rel}/{n})" for n in figs["translations"]]
+    lines += [f"![{n}]({rel}/{n})" for n in figs["translations"]] or [
+        "None: no row here trains its translations (n/t)."]
     lines += ["", "Target test accuracy over training steps (seed 0), drawn with matplotlib "
               "(`unpaired.benchmarks.plot`):", ""]
     lines += [f"![{n}]({rel}/{n})" for n in figs["curves"]]

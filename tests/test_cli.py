@@ -78,15 +78,18 @@ def test_check_config_args_reads_every_override_form(tmp_path):
 
 @pytest.fixture
 def root_logging():
-    """The root logger's handlers and level, put back after the test."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
+    """The root logger's handlers and level (and absl's level), put back after the test."""
+    root, absl = logging.getLogger(), logging.getLogger("absl")
+    handlers, level, absl_level = root.handlers[:], root.level, absl.level
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+    absl.setLevel(absl_level)
 
 
 def test_log_lines_are_plain_and_third_party_info_needs_verbose(root_logging):
+    # As after a launcher parsed its flags (absl's default verbosity): absl's logger at WARNING.
+    logging.getLogger("absl").setLevel(logging.WARNING)
     for verbose in (False, True):
         stream = io.StringIO()
         cli.setup_logging(verbose, stream=stream)

@@ -56,6 +56,7 @@ def tiny_config():
                     ["fc", [1, 3], "", "", 0]]
     for name, value in LAMBDAS.items():
         config.lambdas[name] = value
+    config.lr = 2e-4  # the step's parity, not the preset's rate: the 1e-9 bounds were set at it
     return config
 
 

@@ -201,6 +201,10 @@ def setup_logging(verbose: bool = False, stream: TextIO | None = None) -> loggin
     handler.unpaired_plain = True  # so that a second call replaces it
     if not verbose:
         handler.addFilter(QuietThirdParty())
+    else:
+        # Parsed absl flags leave absl's own logger (orbax logs through it) at WARNING, which
+        # drops its INFO records before any handler sees them.
+        logging.getLogger("absl").setLevel(logging.INFO)
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     return handler

@@ -3,7 +3,7 @@
 One seam for every method: a method that can write its networks as the reference's
 files has the optional hook `export_official(params, model_state, path) -> list[str]`
 (write under folder `path`, return the files written; UFDN: `vae.pth`, `dnet.pth`, ...;
-UNIT: `gen_a.pth`, ...). `launch/export.py` is the command.
+UNIT: `gen.pt` and `dis.pt`, each `{"a": ..., "b": ...}`). `launch/export.py` is the command.
 """
 
 from __future__ import annotations

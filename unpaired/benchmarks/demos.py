@@ -24,13 +24,13 @@ import ml_collections
 
 from unpaired import logs
 from unpaired.benchmarks import machine
+from unpaired.data.locations import digit_rendering
 
 # method: (config file, preset, source domain, target domain); domains as the preset names them.
 DEMOS = {"cyclegan": ("cyclegan", "digits", "A", "B"),
          "unit": ("unit", "digits", "A", "B"),
          "ufdn": ("ufdn", "digits", "A", "B"),
          "dtn": ("dtn", "digits", "B", "A")}
-RENDERINGS = {"A": "handwritten", "B": "printed", "C": "thick"}  # unpaired.data.builtin_digits
 
 
 @dataclasses.dataclass
@@ -47,12 +47,6 @@ def _config(name: str, preset: str, overrides: dict[str, Any]) -> ml_collections
     c = importlib.import_module(f"configs.{name}").get_config(preset)
     c.update_from_flattened_dict(overrides)
     return c
-
-
-def _rendering(config: ml_collections.ConfigDict, domain: str) -> str:
-    """The built-in rendering a preset's `domain` reads (data.digits 'A=handwritten,...' or the default)."""
-    named = dict(p.split("=") for p in str(config.data.get("digits", "") or "").split(",") if "=" in p)
-    return named.get(domain, RENDERINGS[domain])
 
 
 def _train(config: ml_collections.ConfigDict, workdir: str) -> float:
@@ -91,7 +85,7 @@ def run_demo(s: Settings, method: str) -> dict[str, Any]:
         seconds += _train(f_config, f_dir)
         config.init_from = f_dir
     seconds += _train(config, workdir)
-    classifier = judge(s, _rendering(config, tgt))
+    classifier = judge(s, digit_rendering(config.data, tgt))
     model = report.load_model(workdir)
     model.config.eval.classifiers = f"{tgt}={classifier}"
     model.config.eval.test_size = 0
@@ -104,7 +98,8 @@ def run_demo(s: Settings, method: str) -> dict[str, Any]:
         judge_accuracy = json.load(f)["accuracy"]
     return {"method": method, "preset": f"configs/{name}.py:{preset}", "steps": int(model.state.step),
             "seconds": round(seconds, 1), "others_busy": None if others_busy is None else round(others_busy, 2),
-            "source": f"{src} ({_rendering(config, src)})", "target": f"{tgt} ({_rendering(config, tgt)})",
+            "source": f"{src} ({digit_rendering(config.data, src)})",
+            "target": f"{tgt} ({digit_rendering(config.data, tgt)})",
             "translation_accuracy": metrics[f"translation_accuracy/{src}_to_{tgt}"],
             "diversity": metrics[f"diversity/{src}_to_{tgt}"], "judge_accuracy": judge_accuracy,
             "test_images": len(data.test[src].images), "grid": grid}

@@ -82,11 +82,6 @@ class Settings:
     tiny: bool = False  # tiny widths: for the test suite only
 
 
-def idx_paths(root: str, domain: str) -> str:
-    """The training image file of `domain` (mnist or usps) under the data root."""
-    return os.path.join(root, domain, "train-images-idx3-ubyte.gz")
-
-
 def image_count(path: str) -> int | None:
     """The image count in a gzip IDX file's header (None if unreadable): which MNIST a run used."""
     try:
@@ -99,7 +94,7 @@ def image_count(path: str) -> int | None:
 
 def _mnist_train_phrase(s: Settings) -> str:
     """The protocol's words for the MNIST training set the runs read."""
-    n = image_count(idx_paths(s.data_root, "mnist"))
+    n = image_count(cache.digits_train_images("mnist", s.data_root))
     if n == 60000:
         return "all 60,000 (as the papers; some sample 2,000)"
     if n:
@@ -115,7 +110,7 @@ def _digits_data(s: Settings, a: str, b: str) -> ml_collections.ConfigDict:
     """IDX data: domain A = `a`, B = `b`, 32x32, unflipped, `holdout` held out."""
     d = data_config("idx", preprocess="none", image_size=32, load_size=32, crop_size=32,
                     no_flip=True, num_workers=2, holdout=s.holdout)
-    d.idx_A, d.idx_B = idx_paths(s.data_root, a), idx_paths(s.data_root, b)
+    d.idx_A, d.idx_B = (cache.digits_train_images(x, s.data_root) for x in (a, b))
     return d
 
 
@@ -248,7 +243,7 @@ def method_config(s: Settings, method: str, direction: str, seed: int, classifie
         c = _load_config("ufdn", _preset(s, method, direction, "uda_small" if small else "uda"))
         c.data = _digits_data(s, src, tgt)
         c.data.domains = f"{src},{tgt}"  # the labelled source first
-        c.data.idx = f"{src}={idx_paths(s.data_root, src)},{tgt}={idx_paths(s.data_root, tgt)}"
+        c.data.idx = ",".join(f"{d}={cache.digits_train_images(d, s.data_root)}" for d in (src, tgt))
         c.data.idx_A = c.data.idx_B = ""
         names = {src: src, tgt: tgt}
         if s.tiny:
@@ -613,7 +608,7 @@ def run_benchmark(s: Settings) -> list[dict[str, Any]]:
     for m in s.methods:
         steps_of(s, m)  # a bad --method_steps fails before any training
     for domain in ("mnist", "usps"):
-        if not os.path.exists(idx_paths(s.data_root, domain)):
+        if not os.path.exists(cache.digits_train_images(domain, s.data_root)):
             raise ValueError(f"--data_root={s.data_root!r} has no {domain}/train-images-idx3-ubyte.gz: "
                              f"{cache.fetch_command(['mnist', 'usps'])}")
     # Judges of translations into a domain, for the methods whose translations are trained

@@ -112,6 +112,7 @@ def test_profile_categories():
     assert profile_summary.category("loop_pad_fusion") == "pad/concat"
     assert profile_summary.category("copy.7") == "layout (copy/transpose)"
     assert profile_summary.category("loop_multiply_fusion.1") == "elementwise fusion"
+    assert profile_summary.category("ynn_fusion.44") == "convolution"  # XLA:CPU matmuls
     assert profile_summary.category("all-reduce.1") == "collective"
 
 

@@ -43,15 +43,22 @@ def test_conv2d_matches_torch(k, s, p):
     ((2, 3, 3, 6), 4, 1, 1),   # its model_11: 3x3 -> 2x2, one output channel below
     ((2, 5, 7, 3), 4, 2, 1),   # strided, non-square
     ((1, 3, 3, 4), 3, 1, 0),   # 1x1 output from a 3x3 kernel
+    ((2, 4, 4, 3), 5, 1, 2),   # CoDis32x32's conv3: 5x5 over a 4x4 map
+    ((2, 8, 8, 3), 8, 1, 0),   # CoVAE32x32's g_en_conv2: 8x8 to 1x1
 ])
-def test_conv2d_with_output_smaller_than_kernel_matches_torch_gradients(shape, k, s, p):
-    """These go through `_conv_small_output` (input gradient as matmul + col2im)."""
+@pytest.mark.parametrize("path", ["conv2d", "small_output"])
+def test_conv2d_with_output_smaller_than_kernel_matches_torch_gradients(shape, k, s, p, path):
+    """conv2d takes the im2col matmul on CPU (`_conv_as_matmul`) and `_conv_small_output`
+    (input gradient as matmul + col2im) elsewhere; both are checked here, on any backend."""
     rng = np.random.RandomState(4)
     x = rng.randn(*shape)
     c_out = 1 if shape[1] == 3 else 5
     w = rng.randn(c_out, shape[-1], k, k) * 0.1
     with x64():
-        f = lambda x_, k_: layers.conv2d(x_, k_, stride=s, padding=p)  # noqa: E731
+        if path == "conv2d":
+            f = lambda x_, k_: layers.conv2d(x_, k_, stride=s, padding=p)  # noqa: E731
+        else:
+            f = lambda x_, k_: layers._conv_small_output(x_, k_, (s, s), (p, p), None)  # noqa: E731
         y, vjp = jax.vjp(f, jnp.asarray(x), jnp.asarray(w.transpose(2, 3, 1, 0)))
         assert min(y.shape[1:3]) < k  # the small-output path is the one under test
         cot = rng.randn(*y.shape)
@@ -196,6 +203,18 @@ def test_batch_norm_scale_mean_option_draws_gamma_around_it():
     assert abs(float(jnp.mean(ufdn))) < 0.01 and abs(float(jnp.mean(default)) - 1) < 0.01
     assert np.allclose(np.asarray(default) - 1.0, np.asarray(ufdn), atol=1e-6)
     assert 0.015 < float(jnp.std(ufdn)) < 0.025
+
+
+def test_small_output_conv_on_cpu_is_a_matmul_without_convolutions():
+    """XLA:CPU runs a conv whose output is smaller than its kernel on a generic loop (100x
+    slower than the matmul at UNIT DA's 5x5 conv over 4x4x256): on CPU neither the conv
+    nor its gradient may contain a convolution."""
+    if jax.default_backend() != "cpu":
+        pytest.skip("the matmul path is CPU's; other backends keep XLA's convolution")
+    x, w = jnp.ones((2, 4, 4, 3)), jnp.ones((5, 5, 3, 4))
+    grad = jax.grad(lambda x, w: jnp.sum(layers.conv2d(x, w, padding=2)), (0, 1))
+    assert "convolution" not in jax.jit(grad).lower(x, w).as_text()
+    assert "convolution" in jax.jit(grad).lower(jnp.ones((2, 8, 8, 3)), w).as_text()
 
 
 @pytest.mark.parametrize("k", [3, 4, 7])

@@ -28,7 +28,8 @@ CATEGORIES = ("convolution", "reduce", "pad/concat", "layout (copy/transpose)", 
 def category(name: str, long_name: str = "") -> str:
     """A coarse kind for an XLA op, from its name and (if known) its HLO text."""
     text = f"{name} {long_name}".lower()
-    if "conv" in text or "cudnn" in text or "gemm" in text or "dot" in text:
+    # ynn_fusion: XLA:CPU's YNNPACK call, the matmul that most convs and dots lower to.
+    if any(k in text for k in ("conv", "cudnn", "gemm", "dot", "ynn_fusion")):
         return "convolution"
     if any(k in text for k in ("all-reduce", "all-gather", "reduce-scatter", "collective")):
         return "collective"

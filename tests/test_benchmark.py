@@ -21,7 +21,7 @@ import pytest
 
 from configs import cyclegan
 from unpaired import layers
-from unpaired.benchmarks import step as benchmark
+from unpaired.benchmarks import machine, peak, step as benchmark
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -226,3 +226,88 @@ def test_device_lock_serialises_the_timed_part_and_rewarms(tmp_path):
         assert (waited, ready) == (0.0, 1)
     with benchmark.exclusive_device(lock, parties=3, barrier_timeout_s=0.5) as (waited, ready):
         assert ready == 1 and waited >= 0.5  # the barrier gave up on the two that never came
+
+
+def _fake_runner(name, calls):
+    return benchmark.Runner(name, lambda: calls.append(name), 1, may_fail=name != "jax")
+
+
+_ROUNDS_ARGS = dict(torch_device="cpu", steps=2, torch_steps=2, rounds=2, batch_size=1,
+                    flush_denormal=True, threads=None, device_lock=None, device_lock_parties=1,
+                    device_lock_barrier_s=1.0)
+
+
+def test_a_loaded_machine_is_refused_before_the_timed_rounds(monkeypatch):
+    """The load watch wraps the rounds alone: refused, nothing is timed; allowed, its record joins JAX's."""
+    calls = []
+    monkeypatch.setattr(machine, "other_busy_cores", lambda seconds=1.0: 1.5)
+    with pytest.raises(machine.LoadedMachineError, match=r"1\.50 cores busy right before the timed part"):
+        benchmark.time_against_torch(
+            _fake_runner("jax", calls), lambda mode: _fake_runner(f"torch_{mode}", calls),
+            torch_modes=("eager",), load_watch=lambda: machine.watch_load(True, 0.01), **_ROUNDS_ARGS)
+    assert calls == []
+    jax_out, torch_out = benchmark.time_against_torch(
+        _fake_runner("jax", calls), lambda mode: _fake_runner(f"torch_{mode}", calls),
+        torch_modes=("eager",), load_watch=lambda: machine.watch_load(False, 0.01), **_ROUNDS_ARGS)
+    assert calls == ["jax", "torch_eager", "jax", "torch_eager"]
+    assert jax_out["other_busy_cores"] == 1.5 and "other_busy_cores_timed" in jax_out
+    assert "ratio_vs_torch_eager" in torch_out
+    jax_only, _ = benchmark.time_against_torch(_fake_runner("jax", calls), None, torch_modes=(),
+                                               load_watch=None, **_ROUNDS_ARGS)
+    assert "other_busy_cores" not in jax_only  # no watch, no record
+
+
+def _cpu_result(**extra):
+    """A `compare` record of a CPU run as launch/benchmark.py completes it (no step was run)."""
+    config = benchmark.resolve_config(cyclegan.get_config("digits"), batch_size=2, precision="fp32")
+    jax_result = {"img_per_s": 20.0, "step_ms": 100.0, "device": "cpu", "platform": "cpu",
+                  "flops_per_step": 4e9, "peak_memory_bytes": 2 ** 30, "other_busy_cores": 0.05,
+                  "other_busy_cores_timed": 0.1}
+    torch_result = {"torch_eager_img_per_s": 10.0, "torch_eager_step_ms": 200.0, "torch_threads": 2}
+    result = benchmark.compare(config, jax_result, torch_result, None, peak.given_peak(80.0))
+    result.update(machine.describe_cpu("model name : AMD EPYC 7B13\nflags : fpu avx avx2 fma\n"))
+    result.update({"cpus": [0, 1], "jax_threads": 2, "loaded": False, **extra})
+    return result
+
+
+def test_cpu_rows_name_the_machine_and_the_share_of_its_peak():
+    result = _cpu_result()
+    assert (result["cpu_model"], result["cpu_vector_ext"]) == ("AMD EPYC 7B13", "AVX2+FMA")
+    # 4 GFLOP in 100 ms: 40 GFLOP/s, half the 80 GFLOP/s peak; torch at 200 ms: 20 GFLOP/s.
+    assert result["gflops"] == pytest.approx(40.0) and result["fraction_of_peak"] == pytest.approx(0.5)
+    assert result["torch_eager_gflops"] == pytest.approx(20.0)
+    assert result["torch_eager_fraction_of_peak"] == pytest.approx(0.25)
+    assert result["peak_flops"] == 80e9 and result["peak_source"] == "--peak_gflops"
+    row = benchmark.markdown_row(result, "idle")
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert len(cells) == len(benchmark.MARKDOWN_HEADER.splitlines()[0].strip("|").split("|"))
+    assert cells[1] == "cpu: AMD EPYC 7B13, AVX2+FMA, 2 cores; jax 2 / torch 2 threads"
+    assert cells[-1] == ("idle; CPU use: JAX 40.0 GFLOP/s (50% of the 80 GFLOP/s float32 matmul "
+                         "peak), torch eager 20.0 (25%)")
+    table = benchmark.format_table(result)
+    assert "cpu AMD EPYC 7B13, AVX2+FMA, 2 cores; jax 2 / torch 2 threads" in table
+    assert "JAX 40.0 GFLOP/s, fraction of peak 0.500; torch eager 20.0 GFLOP/s (0.250)" in table
+    assert "0.05 cores busy right before the timed rounds, 0.10 during" in table and "LOADED" not in table
+
+
+def test_a_loaded_cpu_row_says_so():
+    result = _cpu_result(loaded=True, other_busy_cores=1.234)
+    assert benchmark.markdown_row(result).split("|")[-2].strip().startswith(
+        "loaded (other processes: 1.23 cores); CPU use:")
+    assert "LOADED (timed with --allow_loaded)" in benchmark.format_table(result)
+    gpu = {**result, "platform": "gpu", "device": "NVIDIA H100 80GB HBM3"}
+    assert benchmark.cpu_description(gpu) == "" and "| NVIDIA H100 80GB HBM3 |" in benchmark.markdown_row(gpu)
+
+
+def test_cpu_matmul_peak_on_a_tiny_matrix():
+    measured = peak.measure_cpu_peak(32, repeats=2, threads=1)
+    assert _positive(measured["peak_jax_gflops"]) and _positive(measured["peak_torch_gflops"])
+    assert measured["peak_gflops"] == max(measured["peak_jax_gflops"], measured["peak_torch_gflops"])
+    assert measured["peak_torch_threads"] == 1 and measured["peak_matmul_size"] == 32
+    assert peak.measure_cpu_peak(32, repeats=1, with_torch=False)["peak_torch_gflops"] is None
+    assert peak.matmul_flops(32) == 2 * 32 ** 3
+    with pytest.raises(ValueError):
+        peak.given_peak(0.0)
+    gflops, fraction = benchmark.utilisation(2 * 32 ** 3, 1.0, measured["peak_gflops"] * 1e9)
+    assert fraction == pytest.approx(gflops / measured["peak_gflops"])
+    assert benchmark.utilisation(None, 1.0, 1e9) == (None, None)

@@ -101,28 +101,30 @@ def loaded_message(other_cores: float, when: str) -> str:
 
 
 @contextlib.contextmanager
-def watch_load(refuse: bool, settle_s: float = 1.0, prefix: str = "") -> Iterator[dict[str, Any]]:
+def watch_load(refuse: bool, settle_s: float = 1.0, prefix: str = "",
+               what: str = "the timed part") -> Iterator[dict[str, Any]]:
     """Samples other processes' CPU use for `settle_s` before the block and over the block.
 
-    Yields a dict filled with `<prefix>other_busy_cores` (before), `<prefix>load_avg_1m`
-    (before) and, once the block is done, `<prefix>other_busy_cores_timed` (during it; None if
-    it took under `MIN_WINDOW_S`); with `refuse`, raises `LoadedMachineError` before the block,
-    or after it, when either sample is above `LOADED_CORES`. `settle_s=0` skips the sample
+    Yields a dict filled with `<prefix>other_busy_cores` (before the block),
+    `<prefix>load_avg_1m_before_timing` and, once the block is done,
+    `<prefix>other_busy_cores_timed` (during it; None if it took under `MIN_WINDOW_S`); with
+    `refuse`, raises `LoadedMachineError` before the block, or after it, when either sample is
+    above `LOADED_CORES` (its message names `what` was timed). `settle_s=0` skips the sample
     before. Unknown (no /proc) never refuses.
     """
-    record: dict[str, Any] = {f"{prefix}load_avg_1m": load_average_1m()}
+    record: dict[str, Any] = {f"{prefix}load_avg_1m_before_timing": load_average_1m()}
     if settle_s > 0:
         before = other_busy_cores(settle_s)
         record[f"{prefix}other_busy_cores"] = before
         if refuse and is_loaded(before):
-            raise LoadedMachineError(loaded_message(before, "right before the timed part"))
+            raise LoadedMachineError(loaded_message(before, f"right before {what}"))
     window = BusyWindow.start()
     yield record
     long_enough = window is not None and window.elapsed_s() >= MIN_WINDOW_S
     during = window.other_cores() if long_enough else None
     record[f"{prefix}other_busy_cores_timed"] = during
     if refuse and is_loaded(during):
-        raise LoadedMachineError(loaded_message(during, "during the timed part"))
+        raise LoadedMachineError(loaded_message(during, f"during {what}"))
 
 
 def loaded_cores(record: dict[str, Any]) -> float | None:

@@ -4,7 +4,10 @@ One small CPU run through the command line (digits preset, batch 2, 32x32, ngf/n
 no identity loss, 3 timed steps in 3 interleaved rounds, JAX and torch eager; about 20-30 s)
 checks the JSON contract of the last stdout line and the markdown row; the input pipeline's
 rate and the rounds' bookkeeping are checked by direct calls. Timings are never asserted,
-only that they are positive and finite.
+only that they are positive and finite. The command runs with other processes' load
+reported (`machine.other_busy_cores` replaced in its process), so no test depends on
+what else this machine is doing: loaded runs are refused, or timed and marked with
+--allow_loaded.
 """
 
 from __future__ import annotations
@@ -30,18 +33,30 @@ def _positive(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
+def _run_with_others_busy(args, cores):
+    """launch.benchmark in a subprocess whose `machine.other_busy_cores` reports `cores`."""
+    code = ("import runpy, sys\n"
+            "from unpaired.benchmarks import machine\n"
+            f"machine.other_busy_cores = lambda seconds=1.0: {cores!r}\n"
+            f"sys.argv = ['launch/benchmark.py', *{list(args)!r}]\n"
+            "runpy.run_module('launch.benchmark', run_name='__main__')\n")
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+
+
 def test_launch_benchmark_smoke(tmp_path):
     table = tmp_path / "benchmarks.md"
     table.write_text("# Benchmarks\n\nsome text\n")
-    cmd = [
-        sys.executable, "-m", "launch.benchmark", "--config=configs/cyclegan.py:digits",
+    args = [
+        "--config=configs/cyclegan.py:digits",
         "--batch_size=2", "--image_size=32", "--precision=fp32", "--config.ngf=8",
         "--config.ndf=8", "--config.lambda_identity=0", "--steps=3", "--warmup=1", "--torch=eager", "--dump_hlo_summary",
-        f"--append={table}", "--notes=smoke",
+        f"--append={table}", "--notes=smoke", "--allow_loaded", "--peak_size=64",
     ]
     # The test session's XLA_FLAGS (backend optimisation level 0, conftest.py) is inherited:
-    # it halves the compile time and timings are not checked.
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    # it halves the compile time and timings are not checked. Other processes are reported
+    # 1.5 cores busy (whatever this machine does): --allow_loaded times and marks the run.
+    proc = _run_with_others_busy(args, 1.5)
     assert proc.returncode == 0, proc.stderr[-4000:]
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     result = json.loads(lines[-1])
@@ -57,7 +72,18 @@ def test_launch_benchmark_smoke(tmp_path):
     assert all(_positive(r) for r in result["ratio_vs_torch_eager_rounds"])
     assert result["timed_steps"] == result["torch_eager_timed_steps"] == 3
     assert result["step_ms_min"] <= result["step_ms"]
-    assert result["fraction_of_peak"] is None  # no known peak for a CPU
+    # The CPU's matmul peak, measured (64x64 here): the step's share of it, JAX's and torch's.
+    assert result["peak_source"] == "measured" and result["peak_matmul_size"] == 64
+    assert result["peak_flops"] == pytest.approx(1e9 * result["peak_gflops"])
+    for key in ("peak_jax_gflops", "peak_torch_gflops", "gflops", "fraction_of_peak",
+                "torch_eager_gflops", "torch_eager_fraction_of_peak"):
+        assert _positive(result[key]), (key, result[key])
+    # The machine: CPU model (None only where neither cpuinfo nor platform names one), threads,
+    # and other processes' load (reported 1.5 cores: timed with --allow_loaded, marked).
+    assert "cpu_model" in result and "cpu_vector_ext" in result
+    assert result["jax_threads"] == len(os.sched_getaffinity(0)) and _positive(result["torch_threads"])
+    assert result["loaded"] is True and result["other_busy_cores"] == 1.5
+    assert "other_busy_cores_timed" in result and "LOADED" in proc.stdout
     assert result["torch_compile_img_per_s"] is None and result["ratio_vs_torch_compile"] is None
     assert result["ratio_vs_torch_compile_of_medians"] is None
     assert "data_img_per_s" not in result  # only with --data_rate
@@ -75,6 +101,9 @@ def test_launch_benchmark_smoke(tmp_path):
     rows = [line for line in table.read_text().splitlines() if line.startswith("|")]
     assert rows[0] == benchmark.MARKDOWN_HEADER.splitlines()[0]
     assert len(rows) == 3 and "smoke" in rows[-1] and "| 2 | 32 | fp32 |" in rows[-1]
+    assert rows[-1].split("|")[2].strip().startswith("cpu: ")  # the device cell names the CPU
+    assert f"jax {result['jax_threads']} / torch {result['torch_threads']} threads |" in rows[-1]
+    assert "| loaded (other processes: 1.50 cores); smoke; CPU use: JAX" in rows[-1]
 
 
 def test_launch_benchmark_dtn_digits_with_profiles(tmp_path):
@@ -85,6 +114,7 @@ def test_launch_benchmark_dtn_digits_with_profiles(tmp_path):
         "--batch_size=2", "--precision=fp32", "--config.nf=4", "--config.feature_dim=8",
         "--config.ngf=4", "--config.ndf=4", "--steps=2", "--rounds=1", "--warmup=1",
         "--torch=eager", f"--profile_dir={tmp_path / 'profile'}", "--profile_steps=2",
+        "--allow_loaded", "--peak_gflops=50",
     ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -102,6 +132,28 @@ def test_launch_benchmark_dtn_digits_with_profiles(tmp_path):
     assert summary["steps"] == 2 and summary["top"][0]["ms_per_step"] >= summary["top"][-1]["ms_per_step"]
     table = open(profile["torch_eager"]["files"][0]).read()
     assert "torch_eager: 2 call(s)" in table and "aten::" in table  # torch's own op names
+
+
+def test_launch_benchmark_refuses_a_loaded_cpu(tmp_path):
+    """Other processes busy: one error line naming --allow_loaded, and no row (the smoke test
+    above times a loaded run with --allow_loaded)."""
+    table = tmp_path / "benchmarks.md"
+    table.write_text("# Benchmarks\n")
+    args = ["--config=configs/cyclegan.py:digits", "--batch_size=1", "--image_size=16",
+            "--precision=fp32", "--config.ngf=4", "--config.ndf=4", "--config.netD=n_layers",
+            "--config.n_layers_D=2", "--steps=1", "--rounds=1", "--warmup=0", "--torch=none",
+            f"--append={table}", "--mode=translate"]  # the cheapest compile
+    refused = _run_with_others_busy([*args, "--peak_size=16"], 1.5)
+    assert refused.returncode != 0, refused.stdout[-2000:]
+    errors = [line for line in refused.stderr.splitlines() if line.strip()]
+    assert errors == [
+        "error: other processes kept 1.50 cores busy right before the matmul peak measurement "
+        "(more than 0.25): timings need an idle machine; pass --allow_loaded to time anyway (the "
+        "result is marked loaded)"], refused.stderr[-2000:]
+    refused = _run_with_others_busy([*args, "--peak_gflops=50"], 1.5)  # no peak: refused at the rounds
+    assert refused.returncode != 0 and "right before the timed rounds" in refused.stderr, refused.stderr[-2000:]
+    assert len([line for line in refused.stderr.splitlines() if line.strip()]) == 1
+    assert "img/s" not in refused.stdout and table.read_text() == "# Benchmarks\n"
 
 
 def test_profile_categories():

@@ -955,8 +955,10 @@ def _load_line(result: Mapping[str, Any]) -> str:
     if before is None and during is None:
         return ""
     mark = " -> LOADED (timed with --allow_loaded)" if result.get("loaded") else ""
+    during_text = (f"{during:.2f} during them" if during is not None
+                   else f"not judged during them (under {machine.MIN_WINDOW_S:.0f} s)")
     return (f"other processes: {_fmt(before, '.2f')} cores busy right before the timed rounds, "
-            f"{_fmt(during, '.2f')} during them (idle: <= {machine.LOADED_CORES}){mark}")
+            f"{during_text} (idle: <= {machine.LOADED_CORES}){mark}")
 
 
 def _utilisation_line(result: Mapping[str, Any]) -> str:

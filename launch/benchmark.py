@@ -267,9 +267,9 @@ def main(argv):
 def _check_peak_flags():
     """--peak_gflops and --peak_size make sense (one `error:` line otherwise)."""
     if _PEAK_GFLOPS.value is not None and not _PEAK_GFLOPS.value > 0:
-        raise app.UsageError(f"--peak_gflops must be > 0, got {_PEAK_GFLOPS.value}")
+        cli.fail(f"--peak_gflops must be > 0, got {_PEAK_GFLOPS.value}")
     if _PEAK_SIZE.value < 1:
-        raise app.UsageError(f"--peak_size must be >= 1, got {_PEAK_SIZE.value}")
+        cli.fail(f"--peak_size must be >= 1, got {_PEAK_SIZE.value}")
 
 
 def _refused_if_loaded(run):

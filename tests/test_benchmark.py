@@ -34,10 +34,12 @@ def _positive(value) -> bool:
 
 
 def _run_with_others_busy(args, cores):
-    """launch.benchmark in a subprocess whose `machine.other_busy_cores` reports `cores`."""
+    """launch.benchmark in a subprocess where other processes are measured to keep `cores` busy
+    (before a timed part: `machine.other_busy_cores`, during it: `BusyWindow.other_cores`)."""
     code = ("import runpy, sys\n"
             "from unpaired.benchmarks import machine\n"
             f"machine.other_busy_cores = lambda seconds=1.0: {cores!r}\n"
+            f"machine.BusyWindow.other_cores = lambda self: {cores!r}\n"
             f"sys.argv = ['launch/benchmark.py', *{list(args)!r}]\n"
             "runpy.run_module('launch.benchmark', run_name='__main__')\n")
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
@@ -363,3 +365,19 @@ def test_cpu_matmul_peak_on_a_tiny_matrix():
     gflops, fraction = benchmark.utilisation(2 * 32 ** 3, 1.0, measured["peak_gflops"] * 1e9)
     assert fraction == pytest.approx(gflops / measured["peak_gflops"])
     assert benchmark.utilisation(None, 1.0, 1e9) == (None, None)
+
+
+def test_mode_peak_alone_and_a_bad_peak_flag():
+    """--mode=peak: the CPU's matmul peak and its machine, no --config; --peak_gflops=0: one error line."""
+    proc = _run_with_others_busy(["--mode=peak", "--peak_size=32"], 0.0)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert record["mode"] == "peak" and record["loaded"] is False and record["peak_matmul_size"] == 32
+    assert _positive(record["peak_gflops"]) and _positive(record["peak_torch_gflops"])
+    assert record["jax_threads"] == len(os.sched_getaffinity(0)) and _positive(record["peak_torch_threads"])
+    assert "float32 matmul 32" in proc.stdout
+    bad = subprocess.run([sys.executable, "-m", "launch.benchmark", "--mode=peak", "--peak_gflops=0"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0
+    assert [line for line in bad.stderr.splitlines() if line.strip()] == [
+        "error: --peak_gflops must be > 0, got 0.0"]

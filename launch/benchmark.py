@@ -24,8 +24,8 @@ other processes keep busy; above 0.25 the run stops with one `error:` line and a
 nothing, unless `--allow_loaded` (then "loaded": true, and the markdown notes say so). On a
 GPU/TPU the host's load is only recorded. Every CPU result names the CPU (model, vector
 extensions, cores; JAX's and torch's threads) and, against this CPU's float32 matmul peak
-(measured first, a few seconds, or given as `--peak_gflops`; `--mode=peak` measures it
-alone), the GFLOP/s of JAX and of each torch mode (gflops, fraction_of_peak,
+(measured after the rounds, a few seconds, or given as `--peak_gflops`; `--mode=peak`
+measures it alone), the GFLOP/s of JAX and of each torch mode (gflops, fraction_of_peak,
 torch_<mode>_gflops, torch_<mode>_fraction_of_peak).
 
 `--mode=translate` times inference instead: the method's eval-mode generator forward, as
@@ -148,8 +148,8 @@ _ALLOW_LOADED = flags.DEFINE_bool(
 _PEAK_GFLOPS = flags.DEFINE_float(
     "peak_gflops", None,
     "CPU runs: this CPU's float32 matmul peak in GFLOP/s (e.g. from --mode=peak, same --cpu_threads), "
-    "against which the step's GFLOP/s are reported (fraction_of_peak). Default: measured before the "
-    "run (a few seconds, see --peak_size).")
+    "against which the step's GFLOP/s are reported (fraction_of_peak). Default: measured after the "
+    "timed rounds (a few seconds, see --peak_size).")
 _PEAK_SIZE = flags.DEFINE_integer(
     "peak_size", 2048, "Side of the square float32 matrices whose jnp.dot and torch.mm give the CPU's "
     "matmul peak (best of 5 runs each), with --mode=peak or a CPU run without --peak_gflops.")
@@ -213,7 +213,6 @@ def main(argv):
         raise app.UsageError("--mode=translate times one forward per call: --steps_per_dispatch, "
                              "--dump_hlo_summary and --profile_dir apply to --mode=train only")
     refuse = platform == "cpu" and not _ALLOW_LOADED.value  # GPU/TPU: the host's load is recorded
-    cpu_peak = _refused_if_loaded(lambda: _cpu_peak(bool(torch_modes), refuse)) if platform == "cpu" else None
     load_watch = functools.partial(machine.watch_load, refuse, what="the timed rounds")
     if translate_mode:
         jax_result, torch_result = _translate_rounds(config, torch_modes, torch_device, load_watch)
@@ -228,6 +227,8 @@ def main(argv):
             profile_dir=_PROFILE_DIR.value, profile_steps=_PROFILE_STEPS.value, load_watch=load_watch,
         ))
     torch_result.update(skipped)
+    # After the rounds, so that a config or method error comes first: the CPU's matmul peak.
+    cpu_peak = _refused_if_loaded(lambda: _cpu_peak(bool(torch_modes), refuse)) if platform == "cpu" else None
     data_result = None
     if _DATA_RATE.value:
         try:

@@ -18,6 +18,16 @@ per-round ratios, `ratio_vs_torch_<mode>_of_medians` that of the whole-run media
 it): `data_img_per_s` and `data_bound_ratio` (>1: the pipeline keeps up with the step).
 `launch/benchmark_gpu.sh` runs the four GPU target configurations.
 
+CPU timings need an idle machine. Right before the timed rounds (after compiling and
+warming up) and over the rounds themselves, `unpaired.benchmarks.machine` measures the cores
+other processes keep busy; above 0.25 the run stops with one `error:` line and appends
+nothing, unless `--allow_loaded` (then "loaded": true, and the markdown notes say so). On a
+GPU/TPU the host's load is only recorded. Every CPU result names the CPU (model, vector
+extensions, cores; JAX's and torch's threads) and, against this CPU's float32 matmul peak
+(measured after the rounds, a few seconds, or given as `--peak_gflops`; `--mode=peak`
+measures it alone), the GFLOP/s of JAX and of each torch mode (gflops, fraction_of_peak,
+torch_<mode>_gflops, torch_<mode>_fraction_of_peak).
+
 `--mode=translate` times inference instead: the method's eval-mode generator forward, as
 `launch/translate.py` runs it on one batch (default request, e.g. CycleGAN AtoB), against
 the reference generator's forward (`unpaired.benchmarks.translate`); same rounds, table,
@@ -38,6 +48,7 @@ memory); JAX's reported peak (`peak_bytes_in_use`) does not depend on it.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -54,9 +65,10 @@ from ml_collections import config_flags  # noqa: E402
 from unpaired import cli  # noqa: E402
 
 _MODE = flags.DEFINE_enum(
-    "mode", "train", ["train", "translate", "max_size"],
+    "mode", "train", ["train", "translate", "max_size", "peak"],
     "train: one training step; translate: the generator's inference forward (launch/translate.py); "
-    "max_size: the largest square image whose training step fits the memory, with and without remat.")
+    "max_size: the largest square image whose training step fits the memory, with and without remat; "
+    "peak: this CPU's float32 matmul peak alone (JAX and torch; no --config), to pass as --peak_gflops.")
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Method config, e.g. configs/cyclegan.py:digits.", lock_config=True
 )
@@ -127,6 +139,20 @@ _DATA_BATCHES = flags.DEFINE_integer("data_batches", 20, "Timed batches for --da
 _DEVICES = flags.DEFINE_list(
     "devices", None, "Weak scaling instead of the torch comparison: e.g. 1,2,4,8 devices at "
     "--batch_size per device (CPU: simulated devices); steps/s, img/s and efficiency per count.")
+_ALLOW_LOADED = flags.DEFINE_bool(
+    "allow_loaded", False,
+    "CPU runs: time even if other processes keep more than 0.25 cores busy right before or during "
+    "the timed rounds (or the peak's matmuls); the result is marked loaded (JSON \"loaded\": true, "
+    "'loaded (other processes: X cores)' in the markdown notes). Without it such a run stops with "
+    "an error line and appends nothing. On a GPU/TPU the host's load is only recorded.")
+_PEAK_GFLOPS = flags.DEFINE_float(
+    "peak_gflops", None,
+    "CPU runs: this CPU's float32 matmul peak in GFLOP/s (e.g. from --mode=peak, same --cpu_threads), "
+    "against which the step's GFLOP/s are reported (fraction_of_peak). Default: measured after the "
+    "timed rounds (a few seconds, see --peak_size).")
+_PEAK_SIZE = flags.DEFINE_integer(
+    "peak_size", 2048, "Side of the square float32 matrices whose jnp.dot and torch.mm give the CPU's "
+    "matmul peak (best of 5 runs each), with --mode=peak or a CPU run without --peak_gflops.")
 _VERBOSE = cli.define_verbose()
 
 
@@ -145,6 +171,9 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     cli.setup_logging(_VERBOSE.value)
+    _check_peak_flags()
+    if _MODE.value == "peak":
+        return _peak()
     if _CONFIG.value is None:
         raise app.UsageError("--config is required, e.g. --config=configs/cyclegan.py:digits")
     if _XLA_FLAGS.value:  # before the first JAX computation initialises the backend
@@ -156,7 +185,7 @@ def main(argv):
     # On GPU, leave room for PyTorch in the same process (a user's setting wins).
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
-    from unpaired.benchmarks import step as benchmark
+    from unpaired.benchmarks import machine, step as benchmark
 
     cpus = benchmark.limit_cpus(_CPU_THREADS.value) if _CPU_THREADS.value else None
 
@@ -173,8 +202,9 @@ def main(argv):
         raise app.UsageError("--rounds must be >= 1")
     skipped = {}
     torch_device = None
+    platform = benchmark.jax_platform()
     if torch_modes:
-        torch_device, reason = benchmark.torch_device_for(benchmark.jax_platform())
+        torch_device, reason = benchmark.torch_device_for(platform)
         if torch_device is None:
             skipped = {f"torch_{m}_error": f"skipped: {reason}" for m in torch_modes}
             torch_modes = []
@@ -182,26 +212,32 @@ def main(argv):
     if translate_mode and (_SPD.value != 1 or _HLO.value or _PROFILE_DIR.value):
         raise app.UsageError("--mode=translate times one forward per call: --steps_per_dispatch, "
                              "--dump_hlo_summary and --profile_dir apply to --mode=train only")
+    refuse = platform == "cpu" and not _ALLOW_LOADED.value  # GPU/TPU: the host's load is recorded
+    load_watch = functools.partial(machine.watch_load, refuse, what="the timed rounds")
     if translate_mode:
-        jax_result, torch_result = _translate_rounds(config, torch_modes, torch_device)
+        jax_result, torch_result = _translate_rounds(config, torch_modes, torch_device, load_watch)
     else:
-        jax_result, torch_result = benchmark.benchmark_interleaved(
+        jax_result, torch_result = _refused_if_loaded(lambda: benchmark.benchmark_interleaved(
             config, torch_modes=torch_modes, torch_device=torch_device or "cpu",
             steps=_STEPS.value, torch_steps=_TORCH_STEPS.value, rounds=_ROUNDS.value,
             warmup=_WARMUP.value, steps_per_dispatch=_SPD.value, unroll=_UNROLL.value,
             donate=_DONATE.value, seed=_SEED.value, hlo_summary_wanted=_HLO.value,
             flush_denormal=_TORCH_FTZ.value, threads=_CPU_THREADS.value, device_lock=_DEVICE_LOCK.value,
             device_lock_parties=_DEVICE_LOCK_PARTIES.value, device_lock_barrier_s=_DEVICE_LOCK_BARRIER.value,
-            profile_dir=_PROFILE_DIR.value, profile_steps=_PROFILE_STEPS.value,
-        )
+            profile_dir=_PROFILE_DIR.value, profile_steps=_PROFILE_STEPS.value, load_watch=load_watch,
+        ))
     torch_result.update(skipped)
+    # After the rounds, so that a config or method error comes first: the CPU's matmul peak.
+    cpu_peak = _refused_if_loaded(lambda: _cpu_peak(bool(torch_modes), refuse)) if platform == "cpu" else None
     data_result = None
     if _DATA_RATE.value:
         try:
             data_result = benchmark.measure_data_rate(config, batches=_DATA_BATCHES.value)
         except Exception as err:  # noqa: BLE001 - e.g. the preset's dataset is absent here
             data_result = {"data_img_per_s": None, "data_rate_error": benchmark.error_text(err)}
-    result = benchmark.compare(config, jax_result, torch_result, data_result)
+    result = benchmark.compare(config, jax_result, torch_result, data_result, cpu_peak)
+    result.update(machine.describe_cpu())  # cpu_model, cpu_vector_ext, jax_threads (usable CPUs)
+    result["loaded"] = machine.is_loaded(machine.loaded_cores(result)) if platform == "cpu" else None
     result["mode"] = _MODE.value
     result["xla_flags"] = os.environ.get("XLA_FLAGS", "")
     result["xla_python_client_preallocate"] = os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE")
@@ -229,10 +265,68 @@ def main(argv):
     print(json.dumps(_finite(result), sort_keys=True, default=str), flush=True)
 
 
-def _translate_rounds(config, torch_modes, torch_device):
+def _check_peak_flags():
+    """--peak_gflops and --peak_size make sense (one `error:` line otherwise)."""
+    if _PEAK_GFLOPS.value is not None and not _PEAK_GFLOPS.value > 0:
+        cli.fail(f"--peak_gflops must be > 0, got {_PEAK_GFLOPS.value}")
+    if _PEAK_SIZE.value < 1:
+        cli.fail(f"--peak_size must be >= 1, got {_PEAK_SIZE.value}")
+
+
+def _refused_if_loaded(run):
+    """`run()`, or one `error:` line where the machine is loaded (machine.LoadedMachineError)."""
+    from unpaired.benchmarks import machine  # pylint: disable=import-outside-toplevel
+
+    try:
+        return run()
+    except machine.LoadedMachineError as err:
+        cli.fail(str(err))
+
+
+def _cpu_peak(with_torch, refuse):
+    """The CPU's float32 matmul peak record: --peak_gflops, else measured (its load watched:
+    machine.LoadedMachineError with `refuse`)."""
+    from unpaired.benchmarks import machine, peak  # pylint: disable=import-outside-toplevel
+
+    if _PEAK_GFLOPS.value is not None:
+        return peak.given_peak(_PEAK_GFLOPS.value)
+    with machine.watch_load(refuse, prefix="peak_", what="the matmul peak measurement") as load:
+        measured = peak.measure_cpu_peak(_PEAK_SIZE.value, threads=_CPU_THREADS.value, with_torch=with_torch)
+    return {**measured, **load}
+
+
+def _peak():
+    """--mode=peak: this CPU's float32 matmul peak alone, its table line and JSON."""
+    from unpaired.benchmarks import machine, step as benchmark  # pylint: disable=import-outside-toplevel
+
+    if _CPU_THREADS.value:
+        benchmark.limit_cpus(_CPU_THREADS.value)
+    platform = benchmark.jax_platform()
+    if platform != "cpu":
+        cli.fail(f"--mode=peak measures the CPU, but JAX runs on {platform} here; run it with "
+                 "JAX_PLATFORMS=cpu")
+    with_torch = _TORCH.value.strip() != "none"
+    record = _refused_if_loaded(lambda: _cpu_peak(with_torch, refuse=not _ALLOW_LOADED.value))
+    record.update(machine.describe_cpu())
+    record.update({"mode": "peak", "platform": platform, "versions": benchmark.versions(),
+                   "loaded": machine.is_loaded(machine.loaded_cores(record))})
+    print(f"cpu {record['cpu_model']} ({record['cpu_vector_ext'] or 'no vector extension named'}), "
+          f"{record['jax_threads']} usable CPU(s); float32 matmul {record['peak_matmul_size']}: "
+          f"jax {_fmt_gflops(record['peak_jax_gflops'])}, torch {_fmt_gflops(record['peak_torch_gflops'])} "
+          f"(torch threads {record.get('peak_torch_threads', '-')}); "
+          f"peak {record['peak_gflops']:.1f} GFLOP/s" + (" (LOADED)" if record["loaded"] else ""))
+    print(json.dumps(_finite(record), sort_keys=True, default=str), flush=True)
+
+
+def _fmt_gflops(value):
+    """'12.3 GFLOP/s', or '-' for a framework not measured."""
+    return f"{value:.1f} GFLOP/s" if value is not None else "-"
+
+
+def _translate_rounds(config, torch_modes, torch_device, load_watch):
     """--mode=translate: (jax, torch) figures of the generator forwards; a method without a
-    translate path (or a bad image size) is one `error:` line."""
-    from unpaired.benchmarks import translate as translate_benchmark  # pylint: disable=import-outside-toplevel
+    translate path (or a bad image size) or a loaded machine is one `error:` line."""
+    from unpaired.benchmarks import machine, translate as translate_benchmark  # pylint: disable=import-outside-toplevel
 
     try:
         return translate_benchmark.benchmark_translate_interleaved(
@@ -241,8 +335,8 @@ def _translate_rounds(config, torch_modes, torch_device):
             warmup=_WARMUP.value, seed=_SEED.value, flush_denormal=_TORCH_FTZ.value,
             threads=_CPU_THREADS.value, device_lock=_DEVICE_LOCK.value,
             device_lock_parties=_DEVICE_LOCK_PARTIES.value,
-            device_lock_barrier_s=_DEVICE_LOCK_BARRIER.value)
-    except translate_benchmark.TranslateBenchmarkError as err:
+            device_lock_barrier_s=_DEVICE_LOCK_BARRIER.value, load_watch=load_watch)
+    except (translate_benchmark.TranslateBenchmarkError, machine.LoadedMachineError) as err:
         cli.fail(str(err))
 
 

@@ -38,6 +38,7 @@ def test_translate_mode_cli_smoke(tmp_path):
         "--config=configs/cyclegan.py:digits", "--batch_size=1", "--image_size=32",
         "--precision=fp32", "--config.ngf=8", "--config.ndf=8", "--steps=2", "--rounds=2",
         "--warmup=1", "--torch=eager", f"--append={table}", "--notes=smoke",
+        "--allow_loaded", "--peak_size=64",  # never refused for what else this machine runs
     ]
     # Inherits conftest's XLA_FLAGS (backend optimisation level 0): faster compiles.
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -65,6 +66,9 @@ def test_translate_mode_cli_smoke(tmp_path):
     rows = [line for line in table.read_text().splitlines() if line.startswith("|")]
     assert rows[0] == benchmark.MARKDOWN_HEADER.splitlines()[0]
     assert "| cyclegan translate |" in rows[-1] and "smoke" in rows[-1] and "| 1 | 32 | fp32 |" in rows[-1]
+    # The forward's GFLOP/s against the CPU's measured matmul peak, JAX's and torch's.
+    assert _positive(result["fraction_of_peak"]) and _positive(result["torch_eager_fraction_of_peak"])
+    assert "CPU use: JAX" in rows[-1]
 
 
 def test_translate_mode_refuses_a_method_without_translate():

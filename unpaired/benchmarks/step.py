@@ -36,9 +36,11 @@ import resource
 import statistics
 import sys
 import time
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, ContextManager, Iterator, Mapping, Sequence
 
 import ml_collections
+
+from unpaired.benchmarks import machine
 
 PRECISIONS = {"fp32": "float32", "bf16": "bfloat16"}
 TORCH_MODES = ("eager", "compile")
@@ -634,6 +636,7 @@ def benchmark_interleaved(
     device_lock_barrier_s: float = 600.0,
     profile_dir: str | None = None,
     profile_steps: int = 5,
+    load_watch: Callable[[], ContextManager[dict[str, Any]]] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """JAX and the torch modes timed in alternation, so a shared machine's load drift cancels in the ratios.
 
@@ -647,7 +650,8 @@ def benchmark_interleaved(
     error and dropped from the rounds. Without `torch_modes` torch is not imported. With
     `device_lock`, the rounds run under `exclusive_device` (`device_lock_wait_s` reported),
     after `device_lock_parties` processes are ready (or `device_lock_barrier_s` passed;
-    `device_lock_ready` says how many were).
+    `device_lock_ready` says how many were). `load_watch` (e.g. `machine.watch_load`) wraps
+    the timed rounds alone, its record joins the JAX figures; it may refuse a loaded machine.
     """
     for mode in torch_modes:
         if mode not in TORCH_MODES:
@@ -662,7 +666,13 @@ def benchmark_interleaved(
         torch_modes=torch_modes, torch_device=torch_device, steps=steps, torch_steps=torch_steps,
         rounds=rounds, batch_size=batch_size, flush_denormal=flush_denormal, threads=threads,
         device_lock=device_lock, device_lock_parties=device_lock_parties,
-        device_lock_barrier_s=device_lock_barrier_s, profile_dir=profile_dir, profile_steps=profile_steps)
+        device_lock_barrier_s=device_lock_barrier_s, profile_dir=profile_dir, profile_steps=profile_steps,
+        load_watch=load_watch)
+
+
+def _watching(load_watch: Callable[[], ContextManager[dict[str, Any]]] | None) -> ContextManager[dict[str, Any]]:
+    """`load_watch()`, or a context yielding an empty record where there is none."""
+    return load_watch() if load_watch is not None else contextlib.nullcontext({})
 
 
 def time_against_torch(
@@ -682,21 +692,24 @@ def time_against_torch(
     device_lock_barrier_s: float,
     profile_dir: str | None = None,
     profile_steps: int = 5,
+    load_watch: Callable[[], ContextManager[dict[str, Any]]] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The rounds and figures both benchmarks share: a prepared JAX runner and one torch runner
     per mode (`prepare_torch_runner(mode)`; one that raises is reported), timed in turn under
     `exclusive_device`. Returns (JAX figures, torch figures with per-round ratios). With
     `profile_dir`, `profile_steps` calls of each are then traced (`profile_runners`), still
-    holding the device, and the JAX figures get a `profile` summary."""
+    holding the device, and the JAX figures get a `profile` summary. `load_watch()` is entered
+    right before the rounds and left right after them (its record joins the JAX figures)."""
     if not torch_modes:
         n_rounds = min(rounds, steps)
         with exclusive_device(device_lock, [jax_runner], parties=device_lock_parties,
                               barrier_timeout_s=device_lock_barrier_s) as (waited, ready):
-            times, _ = time_rounds([jax_runner], {jax_runner.name: steps}, n_rounds)
+            with _watching(load_watch) as load:
+                times, _ = time_rounds([jax_runner], {jax_runner.name: steps}, n_rounds)
             profile = profile_runners([jax_runner], profile_dir, profile_steps, torch_device) \
                 if profile_dir else None
         out = {**_jax_result(jax_runner, times[jax_runner.name], batch_size), "rounds": n_rounds,
-               "device_lock_wait_s": waited, "device_lock_ready": ready}
+               "device_lock_wait_s": waited, "device_lock_ready": ready, **load}
         return ({**out, "profile": profile} if profile else out), {}
 
     with torch_settings(torch_device, flush_denormal=flush_denormal, threads=threads) as settings:
@@ -711,11 +724,12 @@ def time_against_torch(
         calls = {r.name: steps if r is jax_runner else torch_steps for r in runners}
         with exclusive_device(device_lock, runners, parties=device_lock_parties,
                               barrier_timeout_s=device_lock_barrier_s) as (waited, ready):
-            times, errors = time_rounds(runners, calls, n_rounds)
+            with _watching(load_watch) as load:
+                times, errors = time_rounds(runners, calls, n_rounds)
             profile = profile_runners([r for r in runners if r.name not in errors], profile_dir,
                                       profile_steps, torch_device) if profile_dir else None
         jax_out = {**_jax_result(jax_runner, times[jax_runner.name], batch_size), "rounds": n_rounds,
-                   "device_lock_wait_s": waited, "device_lock_ready": ready}
+                   "device_lock_wait_s": waited, "device_lock_ready": ready, **load}
         if profile:
             jax_out["profile"] = profile
         for runner in runners[1:]:
@@ -854,6 +868,7 @@ def compare(
     jax_result: Mapping[str, Any],
     torch_result: Mapping[str, Any] | None = None,
     data_result: Mapping[str, Any] | None = None,
+    cpu_peak: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The result record: JAX figures, torch figures, ratios (>1: JAX faster), data rate, context.
 
@@ -861,6 +876,10 @@ def compare(
     (`benchmark_interleaved`), else the ratio of the whole-run medians, which is always
     `ratio_vs_torch_<mode>_of_medians`. With a `measure_data_rate` result,
     `data_bound_ratio` = data_img_per_s / img_per_s (>1: the input pipeline keeps up).
+    The peak is `PEAK_FLOPS`' for a known GPU, else `cpu_peak`'s `peak_gflops` (this CPU's
+    measured float32 matmul peak, `unpaired.benchmarks.peak`, whose record joins the result);
+    `gflops` and `torch_<mode>_gflops` are XLA's FLOP count of the step over each one's
+    median step time, `fraction_of_peak` and `torch_<mode>_fraction_of_peak` those over the peak.
     """
     precision = precision_of(config)
     out: dict[str, Any] = {
@@ -874,16 +893,21 @@ def compare(
         "precision": precision,
     }
     out.update(jax_result)
+    out.update(cpu_peak or {})
     peak = peak_flops(jax_result.get("device"), precision)
+    if peak is None and cpu_peak and cpu_peak.get("peak_gflops"):
+        peak = float(cpu_peak["peak_gflops"]) * 1e9
     flops = jax_result.get("flops_per_step")
     out["peak_flops"] = peak
-    out["fraction_of_peak"] = (
-        flops / (jax_result["step_ms"] / 1e3) / peak if peak and flops else None
-    )
+    out["gflops"], out["fraction_of_peak"] = utilisation(flops, jax_result.get("step_ms"), peak)
     torch_result = dict(torch_result or {})
     for mode in TORCH_MODES:
         torch_result.setdefault(f"torch_{mode}_img_per_s", None)
     out.update(torch_result)
+    for mode in TORCH_MODES:
+        if out.get(f"torch_{mode}_step_ms"):
+            out[f"torch_{mode}_gflops"], out[f"torch_{mode}_fraction_of_peak"] = utilisation(
+                flops, out[f"torch_{mode}_step_ms"], peak)
     for mode in TORCH_MODES:
         theirs = out.get(f"torch_{mode}_img_per_s")
         of_medians = out["img_per_s"] / theirs if theirs else None
@@ -898,6 +922,15 @@ def compare(
     return out
 
 
+def utilisation(flops: float | None, step_ms: float | None, peak: float | None
+                ) -> tuple[float | None, float | None]:
+    """(GFLOP/s, fraction of `peak` FLOP/s) of `flops` per step at `step_ms`; None where unknown."""
+    if not flops or not step_ms:
+        return None, None
+    per_s = flops / (step_ms / 1e3)
+    return per_s / 1e9, (per_s / peak if peak else None)
+
+
 def _fmt(value: Any, spec: str = ".1f") -> str:
     if value is None:
         return "-"
@@ -906,9 +939,44 @@ def _fmt(value: Any, spec: str = ".1f") -> str:
     return str(value)
 
 
-def _cores(result: Mapping[str, Any]) -> str:
+def cpu_description(result: Mapping[str, Any]) -> str:
+    """'AMD EPYC 7B13, AVX2+FMA, 2 cores; jax 2 / torch 2 threads' for a CPU record, '' otherwise."""
+    if result.get("platform") != "cpu":
+        return ""
     cpus = result.get("cpus")
-    return f"{len(cpus)} CPU core(s); " if result.get("platform") == "cpu" and cpus else ""
+    parts = [result.get("cpu_model"), result.get("cpu_vector_ext"), f"{len(cpus)} cores" if cpus else None]
+    threads = f"jax {_fmt(result.get('jax_threads'))} / torch {_fmt(result.get('torch_threads'))} threads"
+    return "; ".join(filter(None, [", ".join(filter(None, parts)), threads]))
+
+
+def _load_line(result: Mapping[str, Any]) -> str:
+    """The table's line on other processes' CPU use around the timed rounds, '' if unmeasured."""
+    before, during = result.get("other_busy_cores"), result.get("other_busy_cores_timed")
+    if before is None and during is None:
+        return ""
+    mark = " -> LOADED (timed with --allow_loaded)" if result.get("loaded") else ""
+    during_text = (f"{during:.2f} during them" if during is not None
+                   else f"not judged during them (under {machine.MIN_WINDOW_S:.0f} s)")
+    return (f"other processes: {_fmt(before, '.2f')} cores busy right before the timed rounds, "
+            f"{during_text} (idle: <= {machine.LOADED_CORES}){mark}")
+
+
+def _utilisation_line(result: Mapping[str, Any]) -> str:
+    """GFLOP/s of JAX and each torch mode, as fractions of the peak, and where the peak came from."""
+    parts = [f"JAX {_fmt(result.get('gflops'), '.1f')} GFLOP/s, fraction of peak "
+             f"{_fmt(result.get('fraction_of_peak'), '.3f')}"]
+    for mode in TORCH_MODES:
+        if result.get(f"torch_{mode}_gflops") is not None:
+            parts.append(f"torch {mode} {result[f'torch_{mode}_gflops']:.1f} GFLOP/s "
+                         f"({_fmt(result.get(f'torch_{mode}_fraction_of_peak'), '.3f')})")
+    peak = result.get("peak_flops")
+    source = result.get("peak_source")
+    if peak and source == "measured":
+        parts.append(f"peak {peak / 1e9:.1f} GFLOP/s (float32 matmul {result.get('peak_matmul_size')}: "
+                     f"jax {_fmt(result.get('peak_jax_gflops'))}, torch {_fmt(result.get('peak_torch_gflops'))})")
+    elif peak:
+        parts.append(f"peak {peak / 1e9:.1f} GFLOP/s ({source or 'data sheet'})")
+    return "; ".join(parts)
 
 
 def format_table(result: Mapping[str, Any]) -> str:
@@ -919,10 +987,13 @@ def format_table(result: Mapping[str, Any]) -> str:
         f"D {result.get('netD')} ndf {result.get('ndf')}), batch {result['batch_size']}, "
         f"image {result['image_size']}x{result['image_size']}, precision {result['precision']}",
         f"device {result.get('device')} ({result.get('platform')}); torch device "
-        f"{result.get('torch_device', '-')}; {_cores(result)}"
-        f"load avg {result.get('load_avg_1m', '-')}",
+        f"{result.get('torch_device', '-')}; load avg {result.get('load_avg_1m', '-')}",
         f"jax {v.get('jax')} jaxlib {v.get('jaxlib')} flax {v.get('flax')} torch {v.get('torch')} "
         f"python {v.get('python')}",
+    ]
+    lines += [line for line in (cpu_description(result) and f"cpu {cpu_description(result)}",
+                                _load_line(result)) if line]
+    lines += [
         "",
         f"{'':<16}{'img/s':>10}{'step ms':>10}{'min ms':>10}{'vs JAX':>9}  notes",
     ]
@@ -972,7 +1043,7 @@ def format_table(result: Mapping[str, Any]) -> str:
     flops = result.get("flops_per_step")
     lines.append(
         f"XLA flops/step {_fmt(flops / 1e9 if flops else None, '.2f')} GFLOP; "
-        f"fraction of peak {_fmt(result.get('fraction_of_peak'), '.3f')}; "
+        f"{_utilisation_line(result)}; "
         f"peak memory {_fmt(result['peak_memory_bytes'] / 2**20, '.0f')} MiB "
         f"({result.get('peak_memory_kind')})"
     )
@@ -997,12 +1068,33 @@ def _data_note(result: Mapping[str, Any]) -> str:
     return f"input pipeline alone {rate:.0f} img/s ({_fmt(result.get('data_bound_ratio'), '.2f')}x the JAX step)"
 
 
+def _cpu_use_note(result: Mapping[str, Any]) -> str:
+    """The markdown notes' GFLOP/s and share of the measured matmul peak, for a CPU row."""
+    if result.get("platform") != "cpu" or result.get("gflops") is None:
+        return ""
+    peak = result.get("peak_flops")
+    share = (f" ({result['fraction_of_peak']:.0%} of the {peak / 1e9:.0f} GFLOP/s float32 matmul peak)"
+             if peak and result.get("fraction_of_peak") is not None else "")
+    torch = [f"torch {mode} {result[f'torch_{mode}_gflops']:.1f}"
+             + (f" ({result[f'torch_{mode}_fraction_of_peak']:.0%})"
+                if result.get(f"torch_{mode}_fraction_of_peak") is not None else "")
+             for mode in TORCH_MODES if result.get(f"torch_{mode}_gflops") is not None]
+    return f"CPU use: JAX {result['gflops']:.1f} GFLOP/s{share}" + "".join(f", {t}" for t in torch)
+
+
+def _loaded_note(result: Mapping[str, Any]) -> str:
+    """'loaded (other processes: X.XX cores)' for a run timed on a loaded CPU (--allow_loaded)."""
+    if not result.get("loaded"):
+        return ""
+    return f"loaded (other processes: {_fmt(machine.loaded_cores(dict(result)), '.2f')} cores)"
+
+
 def markdown_row(result: Mapping[str, Any], notes: str = "") -> str:
     """One row for `docs/benchmarks.md` (columns: `MARKDOWN_HEADER`)."""
     v = result.get("versions", {})
     cells = [
         time.strftime("%Y-%m-%d"),
-        f"{result.get('device')}" + (f" ({_cores(result)[:-2]})" if _cores(result) else ""),
+        f"{result.get('device')}" + (f": {cpu_description(result)}" if cpu_description(result) else ""),
         str(result["method"]),
         (f"{result.get('netG')} ngf{result.get('ngf')} / {result.get('netD')} ndf{result.get('ndf')}"
          if result.get("netG") else "-"),
@@ -1019,7 +1111,7 @@ def markdown_row(result: Mapping[str, Any], notes: str = "") -> str:
         _fmt(result.get("compile_s"), ".1f"),
         _fmt(result["peak_memory_bytes"] / 2**20, ".0f"),
         f"jax {v.get('jax')}, torch {v.get('torch')}",
-        "; ".join(filter(None, [notes, _data_note(result)])),
+        "; ".join(filter(None, [_loaded_note(result), notes, _cpu_use_note(result), _data_note(result)])),
     ]
     return "| " + " | ".join(c.replace("|", "/") for c in cells) + " |"
 

@@ -22,7 +22,7 @@ numerics. A method without a `translate` raises `TranslateBenchmarkError` naming
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, ContextManager, Sequence
 
 import ml_collections
 
@@ -165,9 +165,11 @@ def benchmark_translate_interleaved(
     device_lock: str | None = None,
     device_lock_parties: int = 1,
     device_lock_barrier_s: float = 600.0,
+    load_watch: Callable[[], ContextManager[dict[str, Any]]] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """JAX and torch generator forwards timed in alternating rounds; returns (jax figures, torch
-    figures) with the keys of `benchmark.benchmark_interleaved` (a "step" is one forward)."""
+    figures) with the keys of `benchmark.benchmark_interleaved` (a "step" is one forward;
+    `load_watch` as there)."""
     for mode in torch_modes:
         if mode not in benchmark.TORCH_MODES:
             raise ValueError(f"unknown torch mode {mode!r}; expected some of {benchmark.TORCH_MODES}")
@@ -181,5 +183,5 @@ def benchmark_translate_interleaved(
         torch_modes=torch_modes, torch_device=torch_device, steps=steps, torch_steps=torch_steps,
         rounds=rounds, batch_size=batch_size, flush_denormal=flush_denormal, threads=threads,
         device_lock=device_lock, device_lock_parties=device_lock_parties,
-        device_lock_barrier_s=device_lock_barrier_s)
+        device_lock_barrier_s=device_lock_barrier_s, load_watch=load_watch)
 

@@ -10,6 +10,8 @@ Presets:
   mnist2usps / mnist2usps_pretrain  the data root's IDX files (`python -m launch.fetch mnist
                                     usps`), the reference's widths.
   usps2mnist / usps2mnist_pretrain  the reverse direction.
+  mnist2usps_cpu / usps2mnist_cpu   stage 2 narrowed for a 2-core CPU run of the digits
+                                    benchmark (--networks=cpu; deviations written below).
   faces                             64x64 RGB folders (<dataroot>/trainA photos, trainB
                                     emoji), one more block in f, g and D, the paper's face
                                     weights (alpha 100, beta 1, gamma 0.05); no stage 1:
@@ -36,6 +38,8 @@ def get_config(preset: str = "digits") -> ml_collections.ConfigDict:
     """The resolved config for `preset`; every field can be overridden as --config.x=y."""
     stage1 = preset.endswith("_pretrain")
     base = preset[: -len("_pretrain")] if stage1 else preset
+    cpu = not stage1 and base in ("mnist2usps_cpu", "usps2mnist_cpu")
+    base = base.removesuffix("_cpu") if cpu else base
     if preset == "faces_pretrain":
         raise ValueError("dtn preset 'faces' has no stage 1 (its folders have no labels): take f "
                          "from a converted face encoder with --config.init_from")
@@ -123,4 +127,12 @@ def get_config(preset: str = "digits") -> ml_collections.ConfigDict:
         c.source_domain, c.target_domain = "A", "B"
         c.data.idx_A, c.data.idx_B = (mnist, usps) if base == "mnist2usps" else (usps, mnist)
         c.data.image_resize = "lanczos"  # the reference: PIL Image.ANTIALIAS (Lanczos) to 32x32
+    if cpu:
+        # The digits benchmark's CPU preset (--networks=cpu; docs/quality.md). Deviations from
+        # the reference: g's decoder and D 32 wide (not 128), batch 32 (not 100), 3,000 steps
+        # (about 0.15 s each on 2 cores). f (stage 1), the losses, their weights and Adam are
+        # the reference's.
+        c.ngf = c.ndf = 32
+        c.batch_size = 32
+        c.max_steps = 3000
     return c

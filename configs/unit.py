@@ -11,6 +11,8 @@ Keys follow the reference's yaml (mingyuliutw/UNIT master `configs/unit_*_folder
           CoVAE32x32 + CoDis32x32) on the fetched MNIST/USPS (`python -m launch.fetch mnist
           usps`): source A labelled, target B; the
           target test accuracy is printed and saved at the end (`da_config`).
+  mnist2usps_cpu, usps2mnist_cpu  the same model narrowed for a 2-core CPU run of the
+          digits benchmark (--networks=cpu; deviations written in `da_config`).
   folder_v02  the NIPS-2017 image model (arch version_02: COCOResGen2 + COCOSharedDis,
           shared layers, blondhair.yaml's weights), 128 crops from --config.data.dataroot.
   digits_v02  the same model at tiny widths on the built-in digits, for a CPU.
@@ -25,7 +27,7 @@ from configs.common import add_run_keys
 
 def get_config(preset: str = "folder") -> ml_collections.ConfigDict:
     """The resolved config for `preset`; every field can be overridden as --config.x=y."""
-    if preset in DA_PRESETS:
+    if preset in DA_PRESETS or preset.removesuffix("_cpu") in DA_PRESETS:
         return da_config(preset)
     c = ml_collections.ConfigDict()
     c.method = "unit"
@@ -121,7 +123,7 @@ def get_config(preset: str = "folder") -> ml_collections.ConfigDict:
             c.dis_n_shared_layer = 2
     else:
         raise ValueError(f"unknown unit preset {preset!r}; expected folder, digits, folder_v02, "
-                         f"digits_v02, {', '.join(DA_PRESETS)}")
+                         f"digits_v02, {', '.join(DA_PRESETS)} (or one of them + _cpu)")
     return c
 
 
@@ -179,5 +181,14 @@ def da_config(preset: str) -> ml_collections.ConfigDict:
                          num_workers=2)
     c.data.image_size = 32        # MNIST 28 and USPS 16 are resized (bicubic) to 32
     mnist, usps = cache.digits_train_images("mnist"), cache.digits_train_images("usps")
-    c.data.idx_A, c.data.idx_B = (mnist, usps) if preset == "mnist2usps" else (usps, mnist)
+    c.data.idx_A, c.data.idx_B = (mnist, usps) if preset.startswith("mnist2usps") else (usps, mnist)
+    if preset.endswith("_cpu"):
+        # The digits benchmark's CPU preset (--networks=cpu; docs/quality.md UD2). Deviations
+        # from svhn2mnist.yaml: base widths 16/16 (not 96/64), batch 32 per domain (not 64),
+        # 3,000 steps (not 200,000): about 0.4 s a step on 2 cores. Losses, their weights,
+        # Adam and the networks' structure are the reference's.
+        c.gen_ch = c.dis_ch = 16
+        c.batch_size = 32
+        c.max_steps = 3000
+        c.log_every = 50
     return c

@@ -2,6 +2,7 @@
 metrics a procedure does not train marked, the references' selection read from the curves."""
 
 import dataclasses
+import importlib
 import json
 
 import pytest
@@ -97,6 +98,23 @@ def test_cpu_networks_take_each_cpu_preset_whole():
     assert bench.run_name(bench.Settings(), "ufdn", "usps2mnist", 2) == "ufdn_usps2mnist_seed2"
     with pytest.raises(ValueError, match="--networks=cpu: cyclegan has no CPU preset yet"):
         bench.method_config(s, "cyclegan", "mnist2usps", 0, {})
+
+
+@pytest.mark.parametrize("method,name,widths", [("unit_da", "unit", ("gen_ch", "dis_ch")),
+                                                ("dtn", "dtn", ("ngf", "ndf"))])
+def test_cpu_presets_per_direction_are_taken_whole(method, name, widths):
+    """UNIT DA's and DTN's CPU presets are one per direction ({direction}_cpu): the benchmark
+    takes the direction's preset (its widths, batch and length) and its own data order."""
+    s = bench.Settings(networks="cpu", steps=123)
+    module = importlib.import_module(f"configs.{name}")
+    for direction in ("mnist2usps", "usps2mnist"):
+        preset = module.get_config(f"{direction}_cpu")
+        config, names = bench.method_config(s, method, direction, 1, {})
+        assert [config[w] for w in widths] == [preset[w] for w in widths]
+        assert [config[w] for w in widths] != [module.get_config(direction)[w] for w in widths]
+        assert (config.batch_size, config.max_steps) == (preset.batch_size, preset.max_steps)
+        assert bench.steps_of(s, method) == preset.max_steps and config.seed == 1
+        assert names == dict(zip("AB", bench.DIRECTIONS[direction]))
 
 
 def test_kept_records_name_the_data_by_its_variable(tmp_path):

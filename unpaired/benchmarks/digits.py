@@ -43,7 +43,8 @@ NETWORKS = ("preset", "small", "cpu")  # the presets' widths, narrower ones, or 
 # --networks=cpu: each method's CPU preset in its config file, taken whole (widths, learning
 # rate, batch, schedule and max_steps chosen to learn in one run of at most 20 minutes on a
 # 2-core CPU; each preset lists its deviations from the reference). {direction} is filled in.
-CPU_PRESETS = {"ufdn": ("ufdn", "uda_cpu")}
+CPU_PRESETS = {"ufdn": ("ufdn", "uda_cpu"), "unit_da": ("unit", "{direction}_cpu"),
+               "dtn": ("dtn", "{direction}_cpu")}
 # Reported DA accuracy (MNIST->USPS, USPS->MNIST), from the issue text: CoGAN (Liu & Tuzel
 # 2016), UNIT (Liu et al. 2017, Table 2: its DA model, our unit_da), UFDN (Liu et al. 2018,
 # Table 3; USPS->MNIST 0.93-0.94).
@@ -224,7 +225,7 @@ def method_config(s: Settings, method: str, direction: str, seed: int, classifie
         c.data = _digits_data(s, src, tgt)
         names = {"A": src, "B": tgt}
         if small:  # base widths 8 (the reference: gen 96, dis 64), batch 16 per domain (64):
-            c.gen_ch = c.dis_ch = 8  # at 32/32 and batch 32 a step is 97 GFLOP, 5.8 s on 2 cores
+            c.gen_ch = c.dis_ch = 8  # at 32/32 and batch 32 a step is 108 GFLOP, 1.2 s on 2 cores
             c.batch_size = 16
         if s.tiny:
             c.gen_ch = c.dis_ch = 4

@@ -13,16 +13,18 @@ from unpaired.benchmarks import digits as bench
 
 
 def test_step_counted_schedules_stretch_with_the_run():
-    unit = unit_config.get_config("digits")  # 300 steps, StepLR every 200
+    unit = unit_config.get_config("digits")
+    unit.lr_policy, unit.max_steps, unit.step_size = "step", 300, 200  # StepLR every 200 of 300
     bench.rescale_schedules(unit, 1000)
     assert unit.step_size == 667
-    config, _ = bench.method_config(bench.Settings(steps=1000), "unit", "mnist2usps", 0, {})
-    assert config.max_steps == 1000 and config.step_size == 667
+    config, _ = bench.method_config(bench.Settings(steps=3000), "unit", "mnist2usps", 0, {})
+    assert config.max_steps == 3000 and config.lr_policy == "constant"  # the preset's own: nothing to stretch
     ufdn = ufdn_config.get_config("digits")  # 2,000 steps; ramps over 100 and 1,000 steps
     bench.rescale_schedules(ufdn, 5000)
     assert ufdn.lambdas.pix_recon == (10.0, 1.0, 250) and ufdn.lambdas.feat_domain == (0.0, 1.0, 2500)
     assert ufdn.lambdas.kl == (1e-6, 1e-6, 1)  # constants stay constants
     same = unit_config.get_config("digits")
+    same.lr_policy, same.max_steps, same.step_size = "step", 300, 200
     bench.rescale_schedules(same, 300)
     assert same.step_size == 200
 

@@ -123,3 +123,15 @@ def test_kept_records_name_the_data_by_its_variable(tmp_path):
     root = str(tmp_path / "data")
     text = '{"idx": "mnist=%s/mnist/train.gz", "other": "/elsewhere"}' % root
     assert bench.portable(text, root) == '{"idx": "mnist=$UNPAIRED_DATA/mnist/train.gz", "other": "/elsewhere"}'
+
+
+def test_the_protocol_names_each_methods_evaluation_interval_when_reused_runs_differ(tmp_path):
+    def run(method, every):
+        folder = tmp_path / f"{method}_{every}"
+        folder.mkdir(exist_ok=True)
+        (folder / "config.json").write_text(json.dumps({"eval_every": every}))
+        return {"method": method, "workdir": str(folder)}
+
+    s = bench.Settings(eval_every=500)
+    assert bench._eval_every_phrase(s, [run("dtn", 500), run("unit_da", 500)]) == "500"
+    assert bench._eval_every_phrase(s, [run("ufdn", 1000), run("dtn", 500)]) == "1000 (ufdn), 500 (dtn)"

@@ -483,6 +483,20 @@ def figures(s: Settings, results: list[dict[str, Any]], folder: str) -> dict[str
     return out
 
 
+def _eval_every_phrase(s: Settings, results: list[dict[str, Any]]) -> str:
+    """How often the table's runs were evaluated: --eval_every, or each method's own where
+    reused runs (--report_only) were evaluated at other intervals (their config.json says)."""
+    every: dict[str, set[int]] = {}
+    for r in results:
+        path = os.path.join(r.get("workdir", ""), "config.json")
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                every.setdefault(r["method"], set()).add(int(json.load(f).get("eval_every", s.eval_every)))
+    if all(v == {s.eval_every} for v in every.values()):
+        return str(s.eval_every)
+    return ", ".join(f"{'/'.join(str(n) for n in sorted(v))} ({m})" for m, v in every.items())
+
+
 def write_results(s: Settings, results: list[dict[str, Any]], classifier_acc: dict[str, float],
                   figs: dict[str, list[str]], figure_dir: str) -> str:
     """docs/results.md: the table beside the papers, the protocol and the figures."""
@@ -546,7 +560,7 @@ def write_results(s: Settings, results: list[dict[str, Any]], classifier_acc: di
               "- Training: " + ("each CPU preset's own length" if s.networks == "cpu" else f"{s.steps} steps per run")
               + (f" ({s.method_steps})" if s.method_steps else "") + " (a reused run keeps its own length: the "
               "table's last column), evaluated every "
-              f"{s.eval_every} steps on the first {_curve_size(s) or 'all'} test images per domain "
+              f"{_eval_every_phrase(s, results)} steps on the first {_curve_size(s) or 'all'} test images per domain "
               f"(the curves) and the held-out images; {s.seeds} seed(s) asked"
               + (" (--report_only: the finished ones; the seeds column counts them)" if s.report_only else "")
               + ". Networks "

@@ -18,8 +18,10 @@ import os
 import subprocess
 import sys
 
+import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from configs import cyclegan
@@ -384,3 +386,17 @@ def test_mode_peak_alone_and_a_bad_peak_flag():
     assert bad.returncode != 0
     assert [line for line in bad.stderr.splitlines() if line.strip()] == [
         "error: --peak_gflops must be > 0, got 0.0"]
+
+
+def test_conv_paths_times_forms_that_compute_the_same_conv():
+    """`python -m unpaired.benchmarks.conv_paths` compares forms of one conv: they must agree."""
+    from unpaired.benchmarks import conv_paths
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((1, 10, 10, 4)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((3, 3, 4, 2)), jnp.float32)
+    results = [jax.grad(lambda x, w, f=f: jnp.sum(jnp.sin(f(x, w))), (0, 1))(x, w)
+               for f in conv_paths.forms().values()]
+    for other in results[1:]:
+        chex.assert_trees_all_close(other, results[0], rtol=1e-4, atol=1e-4)
+    assert conv_paths.median_ms(lambda: jnp.ones(3), repeats=2) > 0

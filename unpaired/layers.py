@@ -242,6 +242,16 @@ def _conv_as_matmul(
                            (((3,), (0,)), ((), ())), precision=precision)
 
 
+def _conv_unpadded_same(x: Array, kernel: Array, precision: Any) -> Array:
+    """The stride-1 conv without padding as the zero-padded ('same') conv cropped back."""
+    kh, kw = kernel.shape[:2]
+    ph, pw = kh // 2, kw // 2
+    h_out, w_out = x.shape[1] - kh + 1, x.shape[2] - kw + 1
+    y = _conv_xla(x, kernel, (1, 1), (ph, pw), precision)
+    return lax.slice(y, (0, ph, pw, 0), (y.shape[0], ph + h_out, pw + w_out, y.shape[3]))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _conv_unpadded_via_padded(x: Array, kernel: Array, precision: Any) -> Array:
     """A stride-1 conv without padding, run as the zero-padded ('same') conv cropped back.
 
@@ -249,14 +259,26 @@ def _conv_unpadded_via_padded(x: Array, kernel: Array, precision: Any) -> Array:
     are their cotangents); only the accumulation order may differ, by rounding. XLA:CPU
     runs a conv that pads by itself about 3x faster than one on an input padded before it
     (measured at 64x64x256: 23 against 65 GFLOP/s), and every reflect- or replicate-padded
-    conv of the generators is such a conv. CPU only: on GPU/TPU it would add FLOPs for
-    nothing (6% at 64 px, 3x3).
+    conv of the generators is such a conv. The input gradient is the padded form's too; the
+    weight gradient is the plain (VALID) conv's: the padded form's is 10x slower where the
+    output has few channels (the generators' last 7x7 conv to RGB: 100 ms against 10 at
+    64x64). CPU only: on GPU/TPU it would add FLOPs for nothing (6% at 64 px, 3x3).
     """
-    kh, kw = kernel.shape[:2]
-    ph, pw = kh // 2, kw // 2
-    h_out, w_out = x.shape[1] - kh + 1, x.shape[2] - kw + 1
-    y = _conv_xla(x, kernel, (1, 1), (ph, pw), precision)
-    return lax.slice(y, (0, ph, pw, 0), (y.shape[0], ph + h_out, pw + w_out, y.shape[3]))
+    return _conv_unpadded_same(x, kernel, precision)
+
+
+def _conv_unpadded_fwd(x, kernel, precision):
+    return _conv_unpadded_same(x, kernel, precision), (x, kernel)
+
+
+def _conv_unpadded_bwd(precision, residuals, g):
+    x, kernel = residuals
+    (dx,) = jax.vjp(lambda u: _conv_unpadded_same(u, kernel, precision), x)[1](g)
+    (dkernel,) = jax.vjp(lambda k: _conv_xla(x, k, (1, 1), (0, 0), precision), kernel)[1](g)
+    return dx, dkernel
+
+
+_conv_unpadded_via_padded.defvjp(_conv_unpadded_fwd, _conv_unpadded_bwd)
 
 
 def _conv_transpose_direct(

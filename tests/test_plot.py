@@ -41,6 +41,9 @@ def test_many_evaluated_steps_label_every_kth_and_keep_the_last():
     ticks = plot.tick_steps(range(0, 5001, 100))  # 51 evaluations
     assert len(ticks) <= plot.MAX_TICKS and ticks[-1] == 5000 and ticks[0] == 0
     assert set(np.diff(ticks)) == {500}
+    mixed = plot.tick_steps(list(range(500, 3001, 500)) + list(range(1000, 20001, 1000)))
+    assert len(mixed) <= plot.MAX_TICKS and mixed[-1] == 20000
+    assert min(np.diff(mixed)) >= 19500 / (plot.MAX_TICKS - 1)  # no crowded labels at the start
 
 
 def test_missing_matplotlib_is_one_line_naming_the_extra(monkeypatch):

@@ -41,8 +41,19 @@ def require_matplotlib() -> None:
 
 def tick_steps(steps: Sequence[float], max_ticks: int = MAX_TICKS) -> list[float]:
     """The evaluated steps, sorted and distinct; every k-th (the last kept) when there are
-    more than `max_ticks`."""
+    more than `max_ticks`. Where runs evaluated at different intervals share a chart (500
+    and 1,000), ticks are instead kept at least a `max_ticks`-th of the range apart, from
+    the last one back, so the dense early steps do not crowd their labels."""
     steps = sorted(set(steps))
+    if len(steps) <= max_ticks:
+        return steps
+    if len({round(b - a, 9) for a, b in zip(steps, steps[1:])}) > 1:
+        gap = (steps[-1] - steps[0]) / (max_ticks - 1)
+        kept = [steps[-1]]
+        for step in reversed(steps[:-1]):
+            if kept[-1] - step >= gap:
+                kept.append(step)
+        return kept[::-1]
     stride = max(1, math.ceil(len(steps) / max_ticks))
     return steps[::-1][::stride][::-1]
 

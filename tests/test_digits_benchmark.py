@@ -68,7 +68,8 @@ def test_report_only_without_classifiers_names_the_flag(tmp_path):
 
     with pytest.raises(ValueError, match="--report_only: no finished classifier for usps"):
         bench.run_benchmark(bench.Settings(data_root=DATA, methods=("cyclegan",), directions=("mnist2usps",),
-                                           report_only=True, workroot=str(tmp_path)))
+                                           report_only=True, workroot=str(tmp_path),
+                                           output=str(tmp_path / "results.md")))  # not docs/results_runs
 
 
 @needs_real_digits

@@ -85,7 +85,8 @@ def test_both_translation_streams_run(built):
     for name in method.visual_names:
         assert vis[name].shape == (2, SIZE, SIZE, 1) and bool(jnp.all(jnp.isfinite(vis[name])))
     ab = method.translate(state.params, x, "AtoB")
-    np.testing.assert_allclose(np.asarray(ab), np.asarray(vis["x_ab"]), rtol=1e-6, atol=1e-6)
+    # Same stream, one jitted and one not: equal up to float32 rounding (a wrong stream is off by ~0.1).
+    np.testing.assert_allclose(np.asarray(ab), np.asarray(vis["x_ab"]), rtol=1e-5, atol=1e-5)
     assert not np.allclose(np.asarray(vis["x_ab"]), np.asarray(vis["x_a_recon"]))
 
 

@@ -73,13 +73,13 @@ def test_report_only_rebuilds_from_the_kept_record_without_the_runs(tmp_path):
     got = bench.run_one(s, "dtn", "mnist2usps", 0, {})
     assert got["workdir"] == str(kept / "dtn_mnist2usps_seed0") and bench.reference_selection(got) == 0.4
     assert bench.run_one(s, "dtn", "mnist2usps", 1, {}) is None  # not finished anywhere
-    with pytest.raises(ValueError, match="no finished classifier for mnist, usps"):
-        bench.run_benchmark(s)
-    data = tmp_path / "data"
+    data = tmp_path / "data"  # a data root of its own: the test never reads the user's
     for d in ("mnist", "usps"):
         (data / d).mkdir(parents=True)
         (data / d / "train-images-idx3-ubyte.gz").write_bytes(b"")
     s.data_root = str(data)
+    with pytest.raises(ValueError, match="no finished classifier for mnist, usps"):
+        bench.run_benchmark(s)
     # UFDN's uda alone needs no judge: its translations are not trained (n/t), nothing to judge.
     assert bench.run_benchmark(dataclasses.replace(s, methods=("ufdn",))) == []
     for d in ("mnist", "usps"):

@@ -45,7 +45,8 @@ def get_config(preset: str = "digits") -> ml_collections.ConfigDict:
                          "from a converted face encoder with --config.init_from")
     if base not in PRESETS:
         raise ValueError(f"unknown dtn preset {preset!r}; expected one of "
-                         f"{', '.join(p + s for p in PRESETS for s in ('', '_pretrain'))}")
+                         f"{', '.join(p + s for p in PRESETS for s in ('', '_pretrain'))}, "
+                         "mnist2usps_cpu, usps2mnist_cpu")
     c = ml_collections.ConfigDict()
     c.method = "dtn_pretrain" if stage1 else "dtn"
     c.seed = 0
@@ -130,7 +131,7 @@ def get_config(preset: str = "digits") -> ml_collections.ConfigDict:
     if cpu:
         # The digits benchmark's CPU preset (--networks=cpu; docs/quality.md). Deviations from
         # the reference: g's decoder and D 32 wide (not 128), batch 32 (not 100), 3,000 steps
-        # (about 0.15 s each on 2 cores). f (stage 1), the losses, their weights and Adam are
+        # (about 0.1 s each on 2 cores: 4-5 minutes). f (stage 1), the losses, their weights and Adam are
         # the reference's.
         c.ngf = c.ndf = 32
         c.batch_size = 32

@@ -215,7 +215,8 @@ def main(argv):
     refuse = platform == "cpu" and not _ALLOW_LOADED.value  # GPU/TPU: the host's load is recorded
     load_watch = functools.partial(machine.watch_load, refuse, what="the timed rounds")
     if translate_mode:
-        jax_result, torch_result = _translate_rounds(config, torch_modes, torch_device, load_watch)
+        jax_result, torch_result = _refused_if_loaded(
+            lambda: _translate_rounds(config, torch_modes, torch_device, load_watch))
     else:
         jax_result, torch_result = _refused_if_loaded(lambda: benchmark.benchmark_interleaved(
             config, torch_modes=torch_modes, torch_device=torch_device or "cpu",
@@ -325,8 +326,8 @@ def _fmt_gflops(value):
 
 def _translate_rounds(config, torch_modes, torch_device, load_watch):
     """--mode=translate: (jax, torch) figures of the generator forwards; a method without a
-    translate path (or a bad image size) or a loaded machine is one `error:` line."""
-    from unpaired.benchmarks import machine, translate as translate_benchmark  # pylint: disable=import-outside-toplevel
+    translate path (or a bad image size) is one `error:` line."""
+    from unpaired.benchmarks import translate as translate_benchmark  # pylint: disable=import-outside-toplevel
 
     try:
         return translate_benchmark.benchmark_translate_interleaved(
@@ -336,7 +337,7 @@ def _translate_rounds(config, torch_modes, torch_device, load_watch):
             threads=_CPU_THREADS.value, device_lock=_DEVICE_LOCK.value,
             device_lock_parties=_DEVICE_LOCK_PARTIES.value,
             device_lock_barrier_s=_DEVICE_LOCK_BARRIER.value, load_watch=load_watch)
-    except (translate_benchmark.TranslateBenchmarkError, machine.LoadedMachineError) as err:
+    except translate_benchmark.TranslateBenchmarkError as err:
         cli.fail(str(err))
 
 

@@ -991,8 +991,8 @@ def format_table(result: Mapping[str, Any]) -> str:
         f"jax {v.get('jax')} jaxlib {v.get('jaxlib')} flax {v.get('flax')} torch {v.get('torch')} "
         f"python {v.get('python')}",
     ]
-    lines += [line for line in (cpu_description(result) and f"cpu {cpu_description(result)}",
-                                _load_line(result)) if line]
+    cpu = cpu_description(result)
+    lines += [line for line in (cpu and f"cpu {cpu}", _load_line(result)) if line]
     lines += [
         "",
         f"{'':<16}{'img/s':>10}{'step ms':>10}{'min ms':>10}{'vs JAX':>9}  notes",
@@ -1092,9 +1092,10 @@ def _loaded_note(result: Mapping[str, Any]) -> str:
 def markdown_row(result: Mapping[str, Any], notes: str = "") -> str:
     """One row for `docs/benchmarks.md` (columns: `MARKDOWN_HEADER`)."""
     v = result.get("versions", {})
+    cpu = cpu_description(result)
     cells = [
         time.strftime("%Y-%m-%d"),
-        f"{result.get('device')}" + (f": {cpu_description(result)}" if cpu_description(result) else ""),
+        f"{result.get('device')}" + (f": {cpu}" if cpu else ""),
         str(result["method"]),
         (f"{result.get('netG')} ngf{result.get('ngf')} / {result.get('netD')} ndf{result.get('ndf')}"
          if result.get("netG") else "-"),

@@ -9,7 +9,9 @@ Presets:
                horse2zebra` puts it in the data root (`unpaired.data.cache`).
   folder       reference hyperparameters on any folder dataset (`--config.data.dataroot`).
   mnist2usps   MNIST (A) to USPS (B) from the data root's IDX files (`python -m launch.fetch
-               mnist usps`), 32x32 grayscale.
+               mnist usps`), 32x32 grayscale; usps2mnist the reverse (USPS is A).
+  mnist2usps_cpu / usps2mnist_cpu  the same data narrowed for a 2-core CPU run of the digits
+               benchmark (--networks=cpu; deviations written below).
 """
 
 import ml_collections
@@ -98,19 +100,32 @@ def get_config(preset: str = "digits") -> ml_collections.ConfigDict:
         c.sample_every = 100
         c.checkpoint_every = 100
         c.data.num_workers = 2
-    elif preset == "mnist2usps":
+    elif preset.removesuffix("_cpu") in ("mnist2usps", "usps2mnist"):
         _grayscale_digits(c, "idx", width=32)
         c.batch_size = 16
         c.n_epochs = 10
         c.n_epochs_decay = 10
-        c.data.idx_A = cache.digits_train_images("mnist")
-        c.data.idx_B = cache.digits_train_images("usps")
+        mnist, usps = cache.digits_train_images("mnist"), cache.digits_train_images("usps")
+        c.data.idx_A, c.data.idx_B = (mnist, usps) if preset.startswith("mnist2usps") else (usps, mnist)
+        if preset.endswith("_cpu"):
+            # The digits benchmark's CPU preset (--networks=cpu; docs/quality.md CG1). Deviations
+            # from the reference: ngf/ndf 16 (not 64), resnet_6blocks (its 32x32 choice),
+            # batch 8 (not 1), 5 epochs (2 at lr, 3 decaying; 848 steps an epoch with 500 of
+            # USPS held out): about 0.2 s a step on 2 cores, 14 minutes. Losses, their weights,
+            # the image pool, Adam and the linear decay are the reference's.
+            c.ngf = c.ndf = 16
+            c.batch_size = 8
+            c.n_epochs = 2
+            c.n_epochs_decay = 3
+            c.max_steps = 4240
+            c.log_every = 50
     elif preset == "horse2zebra":
         c.data.dataroot = cache.cyclegan_folder("horse2zebra")
     elif preset == "folder":
         pass
     else:
         raise ValueError(
-            f"unknown cyclegan preset {preset!r}; expected digits, mnist2usps, horse2zebra or folder"
+            f"unknown cyclegan preset {preset!r}; expected digits, mnist2usps, usps2mnist, horse2zebra, "
+            "folder, mnist2usps_cpu or usps2mnist_cpu"
         )
     return c

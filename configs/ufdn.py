@@ -67,6 +67,7 @@ def get_config(preset: str = "digits") -> ml_collections.ConfigDict:
     c.data_augment = False      # uda: invert 1-channel batches on odd steps
     # Optimisation: three Adams (vae, D_feat, D_pix), reference lr and betas, no schedule.
     c.lr = 1e-4
+    c.lr_schedule = "constant"  # constant (the reference) | cosine (to 0 over max_steps)
     c.beta1 = 0.5
     c.beta2 = 0.999
     c.batch_size = 32           # per domain (the reference's batch of each loader)

@@ -13,6 +13,9 @@ Keys follow the reference's yaml (mingyuliutw/UNIT master `configs/unit_*_folder
           target test accuracy is printed and saved at the end (`da_config`).
   mnist2usps_cpu, usps2mnist_cpu  the same model narrowed for a 2-core CPU run of the
           digits benchmark (--networks=cpu; deviations written in `da_config`).
+  mnist2usps_master_cpu, usps2mnist_master_cpu  the master translation model (method
+          unit) on MNIST <-> USPS, narrowed for the digits benchmark's 2-core CPU run
+          (--networks=cpu; deviations written below).
   folder_v02  the NIPS-2017 image model (arch version_02: COCOResGen2 + COCOSharedDis,
           shared layers, blondhair.yaml's weights), 128 crops from --config.data.dataroot.
   digits_v02  the same model at tiny widths on the built-in digits, for a CPU.
@@ -108,6 +111,22 @@ def get_config(preset: str = "folder") -> ml_collections.ConfigDict:
         c.lr = 1e-3
         c.lr_policy = "constant"
         c.max_steps = 1000
+    elif preset in MASTER_CPU_PRESETS:
+        # The digits benchmark's CPU preset for the master model (--networks=cpu; docs/
+        # quality.md UC1). Deviations from the folder yaml: grayscale 32x32 IDX digits,
+        # gen/dis dim 16 (not 64), 2 residual blocks (not 4), 3-layer D (not 4), batch 8
+        # (not 1), lr 5e-4 halved every 1,500 steps over 4,000 (not 1e-4 halved every
+        # 100,000 of 1M). Losses, their weights, Adam and the networks' form are the master's.
+        c.input_dim_a = c.input_dim_b = 1
+        c.gen_dim, c.gen_n_res, c.dis_dim, c.dis_n_layer = 16, 2, 16, 3
+        c.batch_size = 8
+        c.lr, c.step_size, c.gamma = 5e-4, 1500, 0.5
+        c.max_steps, c.log_every, c.sample_every, c.checkpoint_every = 4000, 50, 1000, 1000
+        c.data = data_config("idx", preprocess="none", load_size=32, crop_size=32, no_flip=True,
+                             num_workers=2)
+        c.data.image_size = 32
+        mnist, usps = cache.digits_train_images("mnist"), cache.digits_train_images("usps")
+        c.data.idx_A, c.data.idx_B = (mnist, usps) if preset.startswith("mnist2usps") else (usps, mnist)
     elif preset in ("folder_v02", "digits_v02"):
         # version_02 blondhair.yaml: COCOResGen2 + COCOSharedDis, sigmoid-BCE GAN,
         # gan_w 10 (lambda0), ll_direct/ll_cycle 100 (lambda2, lambda4), kl 0.1 (lambda1, lambda3),
@@ -126,7 +145,8 @@ def get_config(preset: str = "folder") -> ml_collections.ConfigDict:
             c.dis_n_shared_layer = 2
     else:
         raise ValueError(f"unknown unit preset {preset!r}; expected folder, digits, folder_v02, "
-                         f"digits_v02, {', '.join(DA_PRESETS)} (or one of them + _cpu)")
+                         f"digits_v02, {', '.join(DA_PRESETS)} (or one of them + _cpu), "
+                         f"{', '.join(MASTER_CPU_PRESETS)}")
     return c
 
 
@@ -153,6 +173,7 @@ def _digits_data() -> ml_collections.ConfigDict:
 
 
 DA_PRESETS = ("mnist2usps", "usps2mnist")
+MASTER_CPU_PRESETS = ("mnist2usps_master_cpu", "usps2mnist_master_cpu")
 
 
 def da_config(preset: str) -> ml_collections.ConfigDict:

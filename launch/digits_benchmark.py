@@ -55,6 +55,10 @@ _REPORT_ONLY = flags.DEFINE_bool(
     "report_only", False, "Write --output from the runs already finished under --workroot (each "
     "row counts its seeds); train nothing. For a benchmark stopped part way.")
 _TINY = flags.DEFINE_bool("tiny", False, "Tiny network widths: a smoke run for the test suite.")
+_OVERRIDES = flags.DEFINE_string(
+    "overrides", "", "A diagnostic change to every run's config, key=value[,key=value] (dotted keys, "
+    "Python literals), e.g. lr_schedule=cosine: the runs get their own folders (the change is in "
+    "their names) and the table's command line names it. docs/quality.md's runs use it.")
 _VERBOSE = cli.define_verbose()
 
 
@@ -72,7 +76,8 @@ def main(argv: list[str]) -> None:
         steps=_STEPS.value, method_steps=_METHOD_STEPS.value, classifier_steps=_CLASSIFIER_STEPS.value, eval_every=_EVAL_EVERY.value,
         holdout=_HOLDOUT.value, test_size=_TEST_SIZE.value,
         curve_test_size=_CURVE_TEST_SIZE.value, networks=_NETWORKS.value, pixel_da_steps=_PIXEL_DA_STEPS.value,
-        pixel_da_size=_PIXEL_DA_SIZE.value, report_only=_REPORT_ONLY.value, tiny=_TINY.value)
+        pixel_da_size=_PIXEL_DA_SIZE.value, report_only=_REPORT_ONLY.value, tiny=_TINY.value,
+        overrides=_OVERRIDES.value)
     try:
         results = bench.run_benchmark(settings)
     except ValueError as err:

@@ -9,6 +9,7 @@ import pytest
 
 from configs import ufdn as ufdn_config
 from configs import unit as unit_config
+from unpaired import config_validation
 from unpaired.benchmarks import digits as bench
 
 
@@ -98,22 +99,30 @@ def test_cpu_networks_take_each_cpu_preset_whole():
     assert config.data.domains == "usps,mnist" and names == {"usps": "usps", "mnist": "mnist"}
     assert bench.run_name(s, "ufdn", "usps2mnist", 2) == "ufdn_usps2mnist_cpu_seed2"
     assert bench.run_name(bench.Settings(), "ufdn", "usps2mnist", 2) == "ufdn_usps2mnist_seed2"
-    with pytest.raises(ValueError, match="--networks=cpu: cyclegan has no CPU preset yet"):
-        bench.method_config(s, "cyclegan", "mnist2usps", 0, {})
+    assert set(bench.CPU_PRESETS) == set(bench.METHODS)  # every method has a CPU preset
 
 
-@pytest.mark.parametrize("method,name,widths", [("unit_da", "unit", ("gen_ch", "dis_ch")),
-                                                ("dtn", "dtn", ("ngf", "ndf"))])
-def test_cpu_presets_per_direction_are_taken_whole(method, name, widths):
-    """UNIT DA's and DTN's CPU presets are one per direction ({direction}_cpu): the benchmark
-    takes the direction's preset (its widths, batch and length) and its own data order."""
+@pytest.mark.parametrize("method,name,preset_name,reference,widths", [
+    ("unit_da", "unit", "{direction}_cpu", "{direction}", ("gen_ch", "dis_ch")),
+    ("dtn", "dtn", "{direction}_cpu", "{direction}", ("ngf", "ndf")),
+    ("cyclegan", "cyclegan", "{direction}_cpu", "horse2zebra", ("ngf", "ndf")),
+    ("unit", "unit", "{direction}_master_cpu", "folder", ("gen_dim", "dis_dim"))])
+def test_cpu_presets_per_direction_are_taken_whole(method, name, preset_name, reference, widths):
+    """The CPU presets of UNIT DA, DTN, CycleGAN and UNIT master are one per direction: the
+    benchmark takes the direction's preset (its widths, batch and length) and its own data
+    order, and the preset alone (`--config=configs/<name>.py:<preset>`) reads the direction's
+    source as domain A."""
     s = bench.Settings(networks="cpu", steps=123)
     module = importlib.import_module(f"configs.{name}")
     for direction in ("mnist2usps", "usps2mnist"):
-        preset = module.get_config(f"{direction}_cpu")
+        preset = module.get_config(preset_name.format(direction=direction))
         config, names = bench.method_config(s, method, direction, 1, {})
+        assert config.method == preset.method == method
+        config_validation.validate(preset)  # a user can train the preset as it is
+        assert f"/{bench.DIRECTIONS[direction][0]}/" in preset.data.idx_A
         assert [config[w] for w in widths] == [preset[w] for w in widths]
-        assert [config[w] for w in widths] != [module.get_config(direction)[w] for w in widths]
+        reference_widths = [module.get_config(reference.format(direction=direction))[w] for w in widths]
+        assert [config[w] for w in widths] != reference_widths
         assert (config.batch_size, config.max_steps) == (preset.batch_size, preset.max_steps)
         assert bench.steps_of(s, method) == preset.max_steps and config.seed == 1
         assert names == dict(zip("AB", bench.DIRECTIONS[direction]))
@@ -135,3 +144,24 @@ def test_the_protocol_names_each_methods_evaluation_interval_when_reused_runs_di
     s = bench.Settings(eval_every=500)
     assert bench._eval_every_phrase(s, [run("dtn", 500), run("unit_da", 500)]) == "500"
     assert bench._eval_every_phrase(s, [run("ufdn", 1000), run("dtn", 500)]) == "1000 (ufdn), 500 (dtn)"
+
+
+def test_overrides_change_every_runs_config_and_name_their_own_runs():
+    """--overrides (a diagnostic: docs/quality.md's runs) sets dotted keys to Python literals,
+    puts the change in the runs' folder names so preset runs are never reused for them, and
+    names a bad entry, a key the config lacks, or a key the benchmark's own flags set."""
+    s = bench.Settings(networks="cpu", overrides="lr_schedule=cosine, lambdas.kl=(0, 1e-5, 100),lr=1")
+    config, _ = bench.method_config(s, "ufdn", "mnist2usps", 0, {})
+    preset = ufdn_config.get_config("uda_cpu")
+    assert (config.lr_schedule, tuple(config.lambdas.kl), config.lr) == ("cosine", (0, 1e-5, 100), 1.0)
+    assert config.batch_size == preset.batch_size and config.max_steps == preset.max_steps
+    name = bench.run_name(s, "ufdn", "mnist2usps", 0)
+    assert name.startswith("ufdn_mnist2usps_cpu_lr_schedule-cosine") and name.endswith("_seed0")
+    assert name != bench.run_name(bench.Settings(networks="cpu"), "ufdn", "mnist2usps", 0)
+    for overrides, needle in (("lr_schedul=cosine", "has no 'lr_schedul'"),
+                              ("lambdas.kll=(0,0,1)", "has no 'kll'"),
+                              ("seed=3", "set by the benchmark's own flags"),
+                              ("cosine", "bad entry 'cosine'")):
+        with pytest.raises(ValueError, match=needle):
+            bench.method_config(bench.Settings(networks="cpu", overrides=overrides), "ufdn",
+                                "mnist2usps", 0, {})

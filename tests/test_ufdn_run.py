@@ -116,8 +116,12 @@ def test_presets_validate_and_bad_values_name_their_key(monkeypatch, tmp_path):
                                ("lambdas.kl", (1e-6, 1e-6, 0), "config.lambdas.kl"),
                                ("data.domains", "A", "config.data.domains"),
                                ("data.image_size", 64, "config.data.image_size"),
-                               ("beta1", 1.5, "config.beta1")):
+                               ("beta1", 1.5, "config.beta1"),
+                               ("lr_schedule", "linear", "config.lr_schedule"),
+                               ("max_steps", -1, "config.max_steps")):
         config = ufdn_config.get_config("digits")
+        if key == "max_steps":  # only a cosine decay needs a length
+            config.lr_schedule = "cosine"
         target = config
         *parents, leaf = key.split(".")
         for p in parents:
@@ -125,3 +129,25 @@ def test_presets_validate_and_bad_values_name_their_key(monkeypatch, tmp_path):
         target[leaf] = value
         with pytest.raises(config_validation.ConfigError, match=needle.replace(".", r"\.")):
             config_validation.validate(config)
+
+
+def test_cosine_lr_schedule_decays_every_adam_to_zero_over_max_steps():
+    """lr_schedule='cosine' (opt-in; the reference's rate is constant) takes every group's
+    Adam from lr to 0 over max_steps; the default keeps the reference's constant rate."""
+    config = ufdn_config.get_config("digits")
+    config.max_steps = 10
+    grads = {"w": jax.numpy.linspace(-1.0, 1.0, 4)}
+
+    def update_at(config, group, count):
+        """The group's update of `grads` with the optimizer's step counts set to `count`."""
+        tx = methods.build(config, steps_per_epoch=1).tx[group]
+        state = jax.tree.map(lambda x: x + count if getattr(x, "dtype", None) == jax.numpy.int32
+                             and x.shape == () else x, tx.init(grads))
+        return np.asarray(tx.update(grads, state, grads)[0]["w"])
+
+    constant = {c: update_at(config, "vae", c) for c in (0, 5, 10)}
+    config.lr_schedule = "cosine"
+    for group in ("vae", "D_feat"):  # same Adam moments: the ratio is the schedule's factor
+        for count, factor in ((0, 1.0), (5, 0.5), (10, 0.0)):
+            np.testing.assert_allclose(update_at(config, group, count), factor * constant[count],
+                                       rtol=1e-5, atol=1e-12)

@@ -12,11 +12,24 @@ import jax.numpy as jnp
 import optax
 
 LR_POLICIES = ("linear", "step", "cosine", "plateau", "constant")
+# config.lr_schedule of the methods whose reference keeps one constant rate (DTN stage 1, UFDN).
+LR_SCHEDULES = ("constant", "cosine")
 # The reference's `ReduceLROnPlateau(mode='min', factor=0.2, threshold=0.01, patience=5)`,
 # with torch's defaults threshold_mode='rel', cooldown=0, min_lr=0, eps=1e-8.
 PLATEAU_FACTOR = 0.2
 PLATEAU_PATIENCE = 5
 PLATEAU_EPS = 1e-8
+
+
+def constant_or_cosine(kind: str, lr: float, total_steps: int) -> float | optax.Schedule:
+    """`lr` (kind 'constant', the references'), or a cosine decay from `lr` to 0 over
+    `total_steps` (kind 'cosine'): small late steps settle a short run, so its last
+    checkpoints are its best. Raises ValueError naming the kinds for any other `kind`."""
+    if kind not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule={kind!r} must be one of {', '.join(LR_SCHEDULES)}")
+    if kind == "constant":
+        return lr
+    return optax.cosine_decay_schedule(lr, max(int(total_steps), 1))
 
 
 def plateau_reductions(epoch, lr: float):

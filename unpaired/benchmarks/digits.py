@@ -21,11 +21,13 @@ metrics.jsonl, config.json), so `--report_only` rebuilds the table and curves wi
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import gzip
 import importlib
 import json
 import os
+import re
 import time
 from typing import Any
 
@@ -44,7 +46,8 @@ NETWORKS = ("preset", "small", "cpu")  # the presets' widths, narrower ones, or 
 # rate, batch, schedule and max_steps chosen to learn in one run of at most 20 minutes on a
 # 2-core CPU; each preset lists its deviations from the reference). {direction} is filled in.
 CPU_PRESETS = {"ufdn": ("ufdn", "uda_cpu"), "unit_da": ("unit", "{direction}_cpu"),
-               "dtn": ("dtn", "{direction}_cpu")}
+               "dtn": ("dtn", "{direction}_cpu"), "cyclegan": ("cyclegan", "{direction}_cpu"),
+               "unit": ("unit", "{direction}_master_cpu")}
 # Reported DA accuracy (MNIST->USPS, USPS->MNIST), from the issue text: CoGAN (Liu & Tuzel
 # 2016), UNIT (Liu et al. 2017, Table 2: its DA model, our unit_da), UFDN (Liu et al. 2018,
 # Table 3; USPS->MNIST 0.93-0.94).
@@ -81,6 +84,7 @@ class Settings:
     networks: str = "preset"
     report_only: bool = False  # write the table from the finished runs; train nothing
     tiny: bool = False  # tiny widths: for the test suite only
+    overrides: str = ""  # "key=value,...": a diagnostic change to every run's config (its own runs)
 
 
 def image_count(path: str) -> int | None:
@@ -267,6 +271,7 @@ def method_config(s: Settings, method: str, direction: str, seed: int, classifie
     tgt_key = next(d for d, n in names.items() if n == tgt)
     c.eval.select = (f"da_accuracy_holdout/{src_key}" if method in LATENT_DA
                      else f"translation_accuracy_holdout/{src_key}_to_{tgt_key}")
+    apply_overrides(c, s)
     return c, names
 
 
@@ -276,11 +281,57 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> None:
     train.train_and_evaluate(config, workdir)
 
 
+# Keys --overrides may not set: the benchmark's own flags decide them.
+OWN_KEYS = ("seed", "max_steps", "eval_every", "eval", "data")
+
+
+def parse_overrides(text: str) -> list[tuple[str, Any]]:
+    """--overrides "lr_schedule=cosine,lambdas.kl=(0,1e-5,100)": (dotted key, value) pairs,
+    each value a Python literal where it parses as one, else the string."""
+    pairs, depth, part = [], 0, ""
+    for ch in text + ",":  # split at commas outside brackets
+        depth += 1 if ch in "([{" else -1 if ch in ")]}" else 0
+        if ch == "," and depth == 0:
+            if part.strip():
+                key, sep, value = part.strip().partition("=")
+                if not sep or not key.strip():
+                    raise ValueError(f"--overrides={text!r}: expected key=value entries; bad entry {part.strip()!r}")
+                if key.strip().split(".")[0] in OWN_KEYS:
+                    raise ValueError(f"--overrides: {key.strip()!r} is set by the benchmark's own flags "
+                                     f"(--seeds, --steps/--method_steps, --eval_every, --data_root)")
+                try:
+                    parsed = ast.literal_eval(value.strip())
+                except (ValueError, SyntaxError):
+                    parsed = value.strip()
+                pairs.append((key.strip(), parsed))
+            part = ""
+        else:
+            part += ch
+    return pairs
+
+
+def apply_overrides(c: ml_collections.ConfigDict, s: Settings) -> None:
+    """Sets each --overrides key on a run's config; a key the config lacks is named."""
+    for key, value in parse_overrides(s.overrides):
+        *parents, leaf = key.split(".")
+        target = c
+        for name in parents:
+            if name not in target:
+                raise ValueError(f"--overrides: {key!r}: the {c.method} config has no {name!r}")
+            target = target[name]
+        if leaf not in target:
+            raise ValueError(f"--overrides: {key!r}: the {c.method} config has no {leaf!r}")
+        target[leaf] = value
+
+
 def run_name(s: Settings, method: str, direction: str, seed: int) -> str:
-    """`ufdn_mnist2usps_cpu_seed0`: a run's folder name; the networks are part of it (but for
-    the presets' own), so that runs of other widths are never reused for each other."""
+    """`ufdn_mnist2usps_cpu_seed0`: a run's folder name; the networks (but for the presets'
+    own) and any --overrides are part of it, so runs of other settings are never reused for
+    each other (`ufdn_mnist2usps_cpu_lr_schedule-cosine_seed0`)."""
     networks = "" if s.networks == "preset" else f"_{s.networks}"
-    return f"{method}_{direction}{networks}_seed{seed}"
+    changed = "".join(f"_{k}-{v}" for k, v in parse_overrides(s.overrides))
+    changed = re.sub(r"[^A-Za-z0-9._-]+", "", changed.replace(" ", ""))
+    return f"{method}_{direction}{networks}{changed}_seed{seed}"
 
 
 def record_dir(s: Settings) -> str:
@@ -507,7 +558,8 @@ def write_results(s: Settings, results: list[dict[str, Any]], classifier_acc: di
              + (f"--steps={s.steps} " if s.networks != "cpu" else "")
              + (f"--method_steps={s.method_steps} " if s.method_steps else "") +
              f"--networks={s.networks} --eval_every={s.eval_every} --pixel_da_steps={s.pixel_da_steps}"
-             f"{' --report_only' if s.report_only else ''}{' --tiny' if s.tiny else ''}).", "",
+             f"{' --report_only' if s.report_only else ''}{' --tiny' if s.tiny else ''}"
+             f"{f' --overrides={s.overrides!r}' if s.overrides else ''}).", "",
              "| method | direction | translation acc. (DTN protocol) | latent DA acc. | pixel-level DA acc. "
              "| diversity | last step | best target test (references' selection) | paper (DA) | seeds "
              "| steps (networks) |",

@@ -33,7 +33,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from unpaired import losses
+from unpaired import losses, schedules
 from unpaired.config_checks import ConfigError, check_at_least, check_present
 from unpaired.data.sets import batched, load_set
 from unpaired.data.spec import DataSpec
@@ -62,20 +62,16 @@ def _adam(config: ml_collections.ConfigDict,
         b1=config.beta1, b2=config.beta2, eps=config.adam_eps)
 
 
-LR_SCHEDULES = ("constant", "cosine")
-
-
 def _stage1_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int
                      ) -> float | optax.Schedule:
     """Stage 1's learning rate: constant (the reference's), or with config.lr_schedule='cosine'
     decayed to 0 over n_epochs x steps_per_epoch (the classifier presets: late small steps
     settle a network that fits its 6-7k training images long before the end)."""
-    kind = config.get("lr_schedule", "constant")
-    if kind not in LR_SCHEDULES:
-        raise ConfigError(f"config.lr_schedule={kind!r} must be one of {', '.join(LR_SCHEDULES)}")
-    if kind == "constant":
-        return config.lr
-    return optax.cosine_decay_schedule(config.lr, max(int(config.n_epochs) * int(steps_per_epoch), 1))
+    try:
+        return schedules.constant_or_cosine(config.get("lr_schedule", "constant"), config.lr,
+                                            int(config.n_epochs) * int(steps_per_epoch))
+    except ValueError as err:
+        raise ConfigError(f"config.{err}") from None
 
 
 def _validate_common(config: ml_collections.ConfigDict) -> None:

@@ -39,7 +39,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from unpaired import losses
+from unpaired import losses, schedules
 from unpaired.config_checks import ConfigError, check_at_least, check_choice, check_present
 from unpaired.data.spec import DataSpec
 from unpaired.methods.translation import TranslationRequest
@@ -249,6 +249,7 @@ class UFDN:
             check_at_least(config, "eval_batch_size", 1)
         if not config.lr > 0:
             raise ConfigError(f"config.lr={config.lr!r} must be > 0")
+        cls._lr(config)  # an unknown lr_schedule is named here
         for key in ("beta1", "beta2"):
             if not 0 <= config[key] < 1:
                 raise ConfigError(f"config.{key}={config[key]!r} must be in [0, 1)")
@@ -258,8 +259,21 @@ class UFDN:
             raise ConfigError(f"config.data.image_size={size} must be 2^{n_down} so the "
                               f"{n_down} k4 s2 p1 encoder convs reach a 1x1 latent")
 
+    @staticmethod
+    def _lr(config: ml_collections.ConfigDict) -> float | optax.Schedule:
+        """The reference's constant rate, or (config.lr_schedule='cosine', our CPU preset's
+        choice) a cosine decay to 0 over max_steps: the last steps become the best ones."""
+        kind = config.get("lr_schedule", "constant")
+        if kind == "cosine" and not int(config.max_steps) > 0:
+            raise ConfigError(f"config.lr_schedule='cosine' decays over max_steps: set "
+                              f"config.max_steps > 0 (it is {config.max_steps})")
+        try:
+            return schedules.constant_or_cosine(kind, config.lr, int(config.max_steps))
+        except ValueError as err:
+            raise ConfigError(f"config.{err}") from None
+
     def __init__(self, config: ml_collections.ConfigDict, steps_per_epoch: int = 1):
-        del steps_per_epoch  # no learning-rate schedule in the reference
+        del steps_per_epoch  # counted in max_steps (the reference has no schedule)
         self.config = config
         self.procedure = config.procedure
         if self.procedure == "uda":  # the optional seam: only uda trains a digit classifier (D_digit)
@@ -289,7 +303,7 @@ class UFDN:
             self.groups = {"vae": ("vae",), "D_feat": ("D_feat",), "D_pix": ("D_pix",)}
         else:  # one Adam over the UFDN and the digit classifier, as train_uda.py builds it
             self.groups = {"vae": ("vae", "D_digit"), "D_feat": ("D_feat",)}
-        self.tx = {g: optax.adam(config.lr, b1=config.beta1, b2=config.beta2, eps=1e-8)
+        self.tx = {g: optax.adam(self._lr(config), b1=config.beta1, b2=config.beta2, eps=1e-8)
                    for g in self.groups}
         self.ramps = {n: ramp_table(*config.lambdas[n]) for n in LAMBDAS[self.procedure]}
         self.invert_augment = bool(config.get("data_augment", False))

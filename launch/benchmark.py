@@ -395,14 +395,22 @@ def _weak_scaling():
                                f"--xla_force_host_platform_device_count={max(counts)}").strip()
     import jax  # pylint: disable=import-outside-toplevel
 
-    from unpaired.benchmarks import scaling as scaling_benchmark, step as benchmark  # pylint: disable=import-outside-toplevel
+    from unpaired.benchmarks import machine, scaling as scaling_benchmark, step as benchmark  # pylint: disable=import-outside-toplevel
 
     config = benchmark.resolve_config(_CONFIG.value, _BATCH.value, _IMAGE.value, _PRECISION.value)
-    rows = scaling_benchmark.weak_scaling(config, counts, config.batch_size, steps=_STEPS.value,
-                                          warmup=_WARMUP.value, seed=_SEED.value)
+    refuse = jax.default_backend() == "cpu" and not _ALLOW_LOADED.value  # simulated devices share the cores
+
+    def timed():
+        with machine.watch_load(refuse, what="the weak-scaling steps") as load:
+            rows = scaling_benchmark.weak_scaling(config, counts, config.batch_size, steps=_STEPS.value,
+                                                  warmup=_WARMUP.value, seed=_SEED.value)
+        return rows, load
+
+    rows, load = _refused_if_loaded(timed)
     print(scaling_benchmark.format_rows(rows, jax.default_backend()))
     print(json.dumps(_finite({"platform": jax.default_backend(), "per_device_batch": config.batch_size,
-                              "rows": rows}), sort_keys=True), flush=True)
+                              "rows": rows, **load, "loaded": machine.is_loaded(machine.loaded_cores(load))}),
+                     sort_keys=True), flush=True)
 
 
 if __name__ == "__main__":

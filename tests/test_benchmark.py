@@ -160,6 +160,11 @@ def test_launch_benchmark_refuses_a_loaded_cpu(tmp_path):
         "error: other processes kept 1.50 cores busy right before the matmul peak measurement (more "
         "than 0.25): timings need an idle machine; pass --allow_loaded to time anyway (the result "
         "is marked loaded)"], refused.stderr[-2000:]
+    refused = _run_with_others_busy(["--devices=1", "--config=configs/cyclegan.py:digits"], 1.5)
+    assert refused.returncode != 0 and [line for line in refused.stderr.splitlines() if line.strip()] == [
+        "error: other processes kept 1.50 cores busy right before the weak-scaling steps (more "
+        "than 0.25): timings need an idle machine; pass --allow_loaded to time anyway (the result "
+        "is marked loaded)"], refused.stderr[-2000:]
 
 
 def test_profile_categories():

@@ -67,9 +67,10 @@ def _stage1_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int
     """Stage 1's learning rate: constant (the reference's), or with config.lr_schedule='cosine'
     decayed to 0 over n_epochs x steps_per_epoch (the classifier presets: late small steps
     settle a network that fits its 6-7k training images long before the end)."""
+    kind = config.get("lr_schedule", "constant")
+    total = int(config.n_epochs) * int(steps_per_epoch) if kind == "cosine" else 0
     try:
-        return schedules.constant_or_cosine(config.get("lr_schedule", "constant"), config.lr,
-                                            int(config.n_epochs) * int(steps_per_epoch))
+        return schedules.constant_or_cosine(kind, config.lr, total)
     except ValueError as err:
         raise ConfigError(f"config.{err}") from None
 

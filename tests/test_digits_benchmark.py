@@ -29,8 +29,9 @@ def test_digits_benchmark_runs_end_to_end(tmp_path):
     result = json.load(open(tmp_path / "runs" / "cyclegan_mnist2usps_seed0" / "result.json"))
     assert f"{result['translation_accuracy']:.3f}" in row and f"{result['pixel_da_accuracy']:.3f}" in row
     assert re.search(r"\| 1 \| 2 \(tiny\), \d+\.\d min( \(loaded\))? \|$", row), row  # steps, training minutes
-    assert "| CoGAN (paper only) | mnist2usps | — | — | — | — | — | — | 0.957 |" in text
+    assert "| CoGAN (paper only) | mnist2usps | — | — | — | — | — | — | — | 0.957 |" in text
     assert f"{result['diversity']:.3f}" in row  # the collapse measure of the selected checkpoint
+    assert f"{result['diversity_within_class']:.3f}" in row  # and its within-class form
     # The data is named by its flag and variable, never by this machine's path.
     assert "`--data_root` (default `$UNPAIRED_DATA`" in text and DATA not in text
     assert "our **6,112-image subset**" in text or "MNIST training set: all 60,000" in text

@@ -41,7 +41,7 @@ def _result(tmp_path, method, seed, curve):
     return {"method": method, "direction": "mnist2usps", "seed": seed, "workdir": str(workdir),
             "src": "A", "tgt": "B", "steps": 30, "networks": "small", "translation_accuracy": 0.25,
             "da_accuracy": 0.5 if method in bench.LATENT_DA else None, "pixel_da_accuracy": 0.125,
-            "diversity": 0.75}
+            "diversity": 0.75, "diversity_within_class": 0.375}
 
 
 def test_table_marks_untrained_metrics_and_shows_the_references_selection(tmp_path):
@@ -54,10 +54,11 @@ def test_table_marks_untrained_metrics_and_shows_the_references_selection(tmp_pa
     text = bench.write_results(s, results, {}, {"translations": [], "curves": []}, str(tmp_path / "figs"))
     rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in text.splitlines()
             if line.startswith("| ufdn |") or line.startswith("| dtn |")}
-    # translation, latent DA, pixel DA, diversity, last step, best target test
-    assert rows["ufdn"][2:8] == ["n/t", "0.500 ± 0.000", "n/t", "n/t", "0.700 ± 0.000", "0.800 ± 0.141"]
-    assert rows["dtn"][2:8] == ["0.250 (1 seed)", "—", "0.125 (1 seed)", "0.750 (1 seed)", "0.400 (1 seed)",
-                                "0.400 (1 seed)"]
+    # translation, latent DA, pixel DA, diversity, within class, last step, best target test
+    assert rows["ufdn"][2:9] == ["n/t", "0.500 ± 0.000", "n/t", "n/t", "n/t", "0.700 ± 0.000",
+                                 "0.800 ± 0.141"]
+    assert rows["dtn"][2:9] == ["0.250 (1 seed)", "—", "0.125 (1 seed)", "0.750 (1 seed)", "0.375 (1 seed)",
+                                "0.400 (1 seed)", "0.400 (1 seed)"]
     assert "**n/t**: a metric the method's procedure does not train" in text
 
 

@@ -36,3 +36,22 @@ def test_bad_sets_are_refused_with_the_reason():
         diversity.diversity_ratio(x[:3], x)
     with pytest.raises(ValueError, match="at least 2"):
         diversity.mean_pairwise_rms(x[:1])
+
+
+def test_class_templates_collapse_within_classes_while_the_global_ratio_stays_high():
+    """Every input of a class mapped to its class's one template (DTN's translations, DT2):
+    the global ratio sees the classes differ, the within-class ratio sees the collapse."""
+    rng = np.random.default_rng(2)
+    labels = np.repeat(np.arange(4), 6)
+    x = rng.uniform(-1, 1, (24, 8, 8, 1))
+    templates = rng.uniform(-1, 1, (4, 8, 8, 1))
+    out = templates[labels]
+    assert diversity.diversity_ratio(x, out) > 0.5
+    assert diversity.within_class_ratio(x, out, labels) == pytest.approx(0.0, abs=1e-6)
+    assert diversity.within_class_ratio(x, x, labels) == pytest.approx(1.0)
+    halved = np.where(labels[:, None, None, None] < 2, 0.5 * x, x)  # two classes at half spread
+    assert diversity.within_class_ratio(x, halved, labels) == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="24 inputs, 24 outputs, 23 labels"):
+        diversity.within_class_ratio(x, x, labels[:-1])
+    with pytest.raises(ValueError, match="no class has 2 images"):
+        diversity.within_class_ratio(x[:4], x[:4], np.arange(4))

@@ -118,6 +118,7 @@ def test_evaluate_equals_an_independent_computation(classifiers):
                                "classifier_kid/A_to_B", "classifier_kid/B_to_A",
                                "cycle_l1/A_to_B", "cycle_l1/B_to_A",
                                "diversity/A_to_B", "diversity/B_to_A",
+                               "diversity_within_class/A_to_B", "diversity_within_class/B_to_A",
                                "translation_accuracy/A_to_B", "translation_accuracy/B_to_A",
                                "translation_accuracy_holdout/A_to_B",
                                "translation_accuracy_holdout/B_to_A"]
@@ -147,6 +148,8 @@ def test_evaluate_equals_an_independent_computation(classifiers):
         np.testing.assert_allclose(metrics[f"cycle_l1/{s}_to_{t}"], expected_l1, rtol=1e-5)
         np.testing.assert_allclose(metrics[f"diversity/{s}_to_{t}"],
                                    diversity.diversity_ratio(test.images, fakes), rtol=1e-5)
+        np.testing.assert_allclose(metrics[f"diversity_within_class/{s}_to_{t}"],
+                                   diversity.within_class_ratio(test.images, fakes, test.labels), rtol=1e-5)
         assert len(eval_data.holdout[s].images) == 16
     # The same images every time: a second evaluation gives identical numbers.
     assert run.evaluate(method, state, config, run.load_eval_data(method, config)) == metrics
@@ -339,7 +342,8 @@ def test_report_reads_an_official_weight_file_for_its_one_direction(classifiers)
     model = report.load_model(fixture.PREFIX, config=config)
     assert model.served.direction == "AtoB" and model.state.step == 0
     metrics = report.report(model)
-    assert sorted(k for k in metrics if "/" in k) == ["diversity/B_to_A", "translation_accuracy/B_to_A"]
+    assert sorted(k for k in metrics if "/" in k) == ["diversity/B_to_A", "diversity_within_class/B_to_A",
+                                                      "translation_accuracy/B_to_A"]
     params, model_state, _ = model.method.load_official(fixture.PREFIX, run.TranslationRequest())
     test = run.load_eval_data(model.method, model.config).test["B"]
     fakes = jax.jit(lambda p, ms, x: model.method.translate(p, x, "AtoB", ms))(params, model_state, test.images)

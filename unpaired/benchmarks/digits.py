@@ -59,7 +59,8 @@ LATENT_DA = ("unit_da", "ufdn")  # methods with their own classifier (digit_accu
 # Metrics a method's digit procedure does not train: UFDN's `uda` procedure (train_uda.py)
 # never trains its decoder to translate (no pixel adversary, no translation loss), so its
 # translations, and a classifier trained on them, measure nothing. Shown as "n/t".
-NOT_TRAINED = {"ufdn": ("translation_accuracy", "pixel_da_accuracy", "diversity")}
+NOT_TRAINED = {"ufdn": ("translation_accuracy", "pixel_da_accuracy", "diversity",
+                        "diversity_within_class")}
 
 
 @dataclasses.dataclass
@@ -425,7 +426,8 @@ def run_one(s: Settings, method: str, direction: str, seed: int, classifiers: di
               "translation_accuracy": metrics.get(f"translation_accuracy/{src}_to_{tgt}"),
               "da_accuracy": metrics.get(f"da_accuracy/{tgt}"),
               "pixel_da_accuracy": metrics.get(f"pixel_da_accuracy/{src}_to_{tgt}"),
-              "diversity": metrics.get(f"diversity/{src}_to_{tgt}")}
+              "diversity": metrics.get(f"diversity/{src}_to_{tgt}"),
+              "diversity_within_class": metrics.get(f"diversity_within_class/{src}_to_{tgt}")}
     with open(done, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=2)
     _keep(s, name, workdir, ("result.json", "metrics.jsonl", "config.json"))
@@ -561,9 +563,9 @@ def write_results(s: Settings, results: list[dict[str, Any]], classifier_acc: di
              f"{' --report_only' if s.report_only else ''}{' --tiny' if s.tiny else ''}"
              f"{f' --overrides={s.overrides!r}' if s.overrides else ''}).", "",
              "| method | direction | translation acc. (DTN protocol) | latent DA acc. | pixel-level DA acc. "
-             "| diversity | last step | best target test (references' selection) | paper (DA) | seeds "
-             "| steps (networks) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| diversity | within class | last step | best target test (references' selection) "
+             "| paper (DA) | seeds | steps (networks) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for method in tuple(s.methods) + ("cogan",):
         for direction in s.directions:
             rs = [r for r in results if r["method"] == method and r["direction"] == direction]
@@ -571,11 +573,12 @@ def write_results(s: Settings, results: list[dict[str, Any]], classifier_acc: di
             if not rs and method != "cogan":
                 continue
             if method == "cogan":
-                lines.append(f"| CoGAN (paper only) | {direction} | — | — | — | — | — | — | {paper} | — | — |")
+                lines.append(f"| CoGAN (paper only) | {direction} | — | — | — | — | — | — | — | {paper} | — | — |")
                 continue
             lines.append(f"| {method} | {direction} | {_cell(rs, method, 'translation_accuracy')} | "
                          f"{_cell(rs, method, 'da_accuracy')} | {_cell(rs, method, 'pixel_da_accuracy')} | "
-                         f"{_cell(rs, method, 'diversity')} | {_mean_spread([last_evaluation(r) for r in rs])} | "
+                         f"{_cell(rs, method, 'diversity')} | {_cell(rs, method, 'diversity_within_class')} | "
+                         f"{_mean_spread([last_evaluation(r) for r in rs])} | "
                          f"{_mean_spread([reference_selection(r) for r in rs])} | {paper} | {len(rs)} | "
                          f"{_runs_length(rs)} |")
     if s.networks == "cpu":
@@ -587,6 +590,9 @@ def write_results(s: Settings, results: list[dict[str, Any]], classifier_acc: di
               "the source held-out accuracy. **Diversity**: the collapse measure "
               "(`unpaired.eval.diversity`), the translations' mean pairwise RMS distance over the "
               "inputs' on the first 256 source test digits: 0 when every input gives one image. "
+              "**Within class**: the same ratio inside each digit class (first 1,024 source test "
+              "digits), averaged over the classes: 0 when every input of a class gives one image, "
+              "which the global ratio cannot see (docs/quality.md DT2). "
               "**Last step**: the target test accuracy (the method's own classifier for UNIT DA "
               "and UFDN, else translation accuracy) at the run's last evaluation, on the curves' "
               "test images: a fixed training length, which reads no target label either. "

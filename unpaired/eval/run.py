@@ -15,7 +15,9 @@ optional hooks, never from its name:
 * `translate` both ways: `cycle_l1/<s>_to_<t>`, mean |x - G_ts(G_st(x))| on s's test set;
 * `translate` on s's test set: `diversity/<s>_to_<t>`, the collapse measure
   (`unpaired.eval.diversity`: the translations' mean pairwise distance over the inputs'; 0
-  when every input gives the same image);
+  when every input gives the same image) and, when s's test set is labelled,
+  `diversity_within_class/<s>_to_<t>` (the same inside each class: 0 when every input of a
+  class gives one image);
 * `digit_accuracy(params, model_state, images, labels, domain)` (a classifier on the shared
   latent, UFDN's/UNIT's domain adaptation; `domain` names the images' domain, for UNIT's
   per-domain first D layers): `da_accuracy/<t>` on each unlabelled domain's test set and
@@ -199,6 +201,11 @@ def evaluate(method: Any, state: Any, config: ml_collections.ConfigDict, eval_da
             there = translated(method, state, eval_data, request, eval_data.test[s].images)
             if len(there) >= 2:
                 out[f"diversity/{s}_to_{t}"] = diversity.diversity_ratio(eval_data.test[s].images, there)
+            labels = eval_data.test[s].labels
+            if labels is not None and np.max(np.unique(labels[:diversity.WITHIN_CLASS_IMAGES],
+                                                       return_counts=True)[1], initial=0) >= 2:
+                out[f"diversity_within_class/{s}_to_{t}"] = diversity.within_class_ratio(
+                    eval_data.test[s].images, there, labels)
         if clf is not None and there is not None:
             out[f"translation_accuracy/{s}_to_{t}"] = classified_accuracy(
                 there, eval_data.test[s].labels, clf, eval_data.batch_size)

@@ -11,7 +11,6 @@ import json
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -21,7 +20,6 @@ from configs import ufdn as ufdn_config
 from tests.overrides import set_keys
 from unpaired import checkpoint, config_validation, data, methods, train, translate
 from unpaired.data.spec import DataSpec
-from unpaired.eval import classifier as eval_classifier
 from unpaired.eval import diversity, during_training, fid, report, run
 
 

@@ -41,6 +41,12 @@ def test_digits_benchmark_runs_end_to_end(tmp_path):
     kept = tmp_path / "results_runs"  # the small files a table is rebuilt from, beside it
     assert sorted(os.listdir(kept / "cyclegan_mnist2usps_seed0")) == ["config.json", "metrics.jsonl", "result.json"]
     assert os.listdir(kept / "classifier_usps") == ["accuracy.json"]
+    # The pixel-level DA classifier's baselines: raw source and target-label training images.
+    for which, label in (("source", "source only (no adaptation)"), ("target", "target labels (ceiling)")):
+        record = json.load(open(kept / f"baseline_mnist2usps_{which}" / "accuracy.json"))
+        assert record["tested_on"] == "usps test images (16)" and record["steps"] == 2
+        assert f"| {label} | mnist2usps | — | — | {record['accuracy']:.3f} |" in text
+    assert "usps training images" in json.load(open(kept / "baseline_mnist2usps_target" / "accuracy.json"))["trained_on"]
     best = json.load(open(tmp_path / "runs" / "cyclegan_mnist2usps_seed0" / "best.json"))
     assert best["select"] == "translation_accuracy_holdout/A_to_B" and result["step"] == best["step"]
     for name in ("translations_cyclegan_mnist2usps.png", "accuracy_over_steps_mnist2usps.png"):
@@ -60,7 +66,9 @@ def test_digits_benchmark_runs_end_to_end(tmp_path):
     assert re.search(r"\| 1 \| 2 \(tiny\), ", next(line for line in table.splitlines()
                                                   if line.startswith("| cyclegan | mnist2usps |")))
     assert "| unit |" not in table and "--report_only" in table
-    assert sorted(os.listdir(tmp_path / "runs")) == ["classifier_usps", "cyclegan_mnist2usps_seed0"]
+    assert sorted(os.listdir(tmp_path / "runs")) == ["baseline_mnist2usps_source", "baseline_mnist2usps_target",
+                                                     "classifier_usps", "cyclegan_mnist2usps_seed0"]
+    assert "| source only (no adaptation) | mnist2usps |" in table  # the kept baselines, not retrained
 
 
 @needs_real_digits

@@ -381,6 +381,53 @@ def _finished_classifier(s: Settings, domain: str) -> str | None:
     return None
 
 
+# The pixel-level DA classifier's two baselines per direction, trained on real images instead of
+# translations: the raw labelled source (no adaptation: what a translation must beat) and the
+# target's own labels (the ceiling no label-free method reaches).
+BASELINES = {"source": "source only (no adaptation)", "target": "target labels (ceiling)"}
+
+
+def baseline_accuracy(s: Settings, direction: str, which: str) -> float | None:
+    """Target test accuracy of the pixel-level DA classifier (its recipe, --pixel_da_steps)
+    trained on the real `which` ('source' or 'target') training images of `direction`, less
+    the held-out ones: kept as baseline_<direction>_<which>/accuracy.json, trained unless
+    finished (None with --report_only when it is not)."""
+    import jax  # pylint: disable=import-outside-toplevel
+
+    from unpaired.data.sets import batched, load_set  # pylint: disable=import-outside-toplevel
+    from unpaired.eval import config as eval_config, pixel_da, run  # pylint: disable=import-outside-toplevel
+
+    name = f"baseline_{direction}_{which}"
+    for folder in (os.path.join(s.workroot, name), os.path.join(record_dir(s), name)):
+        if os.path.exists(os.path.join(folder, "accuracy.json")):
+            with open(os.path.join(folder, "accuracy.json"), encoding="utf-8") as f:
+                return json.load(f)["accuracy"]
+    if s.report_only or s.pixel_da_steps <= 0:
+        return None
+    src, tgt = DIRECTIONS[direction]
+    data = _digits_data(s, src, tgt)
+    e = eval_config.eval_config()
+    nf, batch = (2, 8) if s.tiny else (int(e.pixel_da_nf), int(e.pixel_da_batch))
+    train = load_set(data, "A" if which == "source" else "B", "train", 1, True,
+                     s.pixel_da_size if which == "source" else 0)
+    test = load_set(data, "B", "test", 1, True, s.test_size)
+    start = time.perf_counter()
+    clf, state = pixel_da.train_classifier(train.images, train.labels, steps=s.pixel_da_steps, nf=nf,
+                                           lr=float(e.pixel_da_lr), batch_size=batch, seed=0)
+    predict = jax.jit(clf.classify)
+    predicted = batched(lambda x: predict(state.params, state.model_state, x), test.images, 100)
+    record = {"accuracy": run.accuracy(predicted, test.labels),
+              "trained_on": f"{tgt if which == 'target' else src} training images ({len(train.images)})",
+              "tested_on": f"{tgt} test images ({len(test.images)})", "steps": s.pixel_da_steps,
+              "train_seconds": round(time.perf_counter() - start, 1)}
+    workdir = os.path.join(s.workroot, name)
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "accuracy.json"), "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=2)
+    _keep(s, name, workdir, ("accuracy.json",))
+    return record["accuracy"]
+
+
 def run_one(s: Settings, method: str, direction: str, seed: int, classifiers: dict[str, str]
             ) -> dict[str, Any] | None:
     """Trains (or reuses) one run and returns its selected checkpoint's metrics (with
@@ -551,7 +598,8 @@ def _eval_every_phrase(s: Settings, results: list[dict[str, Any]]) -> str:
 
 
 def write_results(s: Settings, results: list[dict[str, Any]], classifier_acc: dict[str, float],
-                  figs: dict[str, list[str]], figure_dir: str) -> str:
+                  figs: dict[str, list[str]], figure_dir: str,
+                  baselines: dict[tuple[str, str], float | None] | None = None) -> str:
     """docs/results.md: the table beside the papers, the protocol and the figures."""
     rel = os.path.relpath(figure_dir, os.path.dirname(os.path.abspath(s.output)))
     lines = ["# Results: MNIST <-> USPS", "",
@@ -574,6 +622,11 @@ def write_results(s: Settings, results: list[dict[str, Any]], classifier_acc: di
                 continue
             if method == "cogan":
                 lines.append(f"| CoGAN (paper only) | {direction} | — | — | — | — | — | — | — | {paper} | — | — |")
+                for which, label in BASELINES.items():
+                    value = (baselines or {}).get((direction, which))
+                    if value is not None:
+                        lines.append(f"| {label} | {direction} | — | — | {value:.3f} | — | — | — | — | — | "
+                                     f"— | {s.pixel_da_steps} (classifier) |")
                 continue
             lines.append(f"| {method} | {direction} | {_cell(rs, method, 'translation_accuracy')} | "
                          f"{_cell(rs, method, 'da_accuracy')} | {_cell(rs, method, 'pixel_da_accuracy')} | "
@@ -651,7 +704,11 @@ def write_results(s: Settings, results: list[dict[str, Any]], classifier_acc: di
               "- Latent DA accuracy: the method's own classifier (UFDN's D_digit on the shared "
               "latent mu; UNIT DA's classifier head on the shared D trunk), on the target test set.",
               f"- Pixel-level DA: a fresh classifier ({s.pixel_da_steps} steps) trained on the "
-              "translated labelled source training images, tested on the real target test set.",
+              "translated labelled source training images, tested on the real target test set. "
+              "Its two baselines (rows under the methods, one classifier each, seed 0): the same "
+              "recipe trained on the raw source training images (**source only**: what a "
+              "translation must beat to help) and on the target's own labelled training images "
+              "(**target labels**: the ceiling no label-free method reaches).",
               "- Paper numbers are domain-adaptation accuracies as reported (issue 13); papers "
               "differ in data subsets and protocol.", "", "## Figures", "",
               "Translations of the first 8 source test digits (left: source, right: translated), "
@@ -706,7 +763,8 @@ def run_benchmark(s: Settings) -> list[dict[str, Any]]:
     results = [r for r in (run_one(s, m, d, seed, classifiers)
                            for seed in range(s.seeds) for m in s.methods for d in s.directions)
                if r is not None]
+    baselines = {(d, which): baseline_accuracy(s, d, which) for d in s.directions for which in BASELINES}
     figure_dir = os.path.join(os.path.dirname(os.path.abspath(s.output)), "results_figures")
     figs = figures(s, results, figure_dir)
-    write_results(s, results, accuracy, figs, figure_dir)
+    write_results(s, results, accuracy, figs, figure_dir, baselines=baselines)
     return results

@@ -166,3 +166,14 @@ def test_overrides_change_every_runs_config_and_name_their_own_runs():
         with pytest.raises(ValueError, match=needle):
             bench.method_config(bench.Settings(networks="cpu", overrides=overrides), "ufdn",
                                 "mnist2usps", 0, {})
+
+
+def test_a_run_is_marked_loaded_when_others_shared_the_cores_during_its_training():
+    """The start sample alone misses a run that another one joined later (issue 23: a
+    CycleGAN run that started alone and trained beside a UNIT run for 40 minutes)."""
+    base = {"steps": 30, "networks": "cpu", "train_seconds": 600.0}
+    assert not bench._loaded({**base, "others_busy": 0.01, "others_busy_during": 0.1})
+    assert bench._loaded({**base, "others_busy": 0.01, "others_busy_during": 1.2})
+    assert bench._loaded({**base, "others_busy": 0.9})  # records from before the window
+    assert bench._loaded({**base, "others_busy": 0.01, "shared_cores": True})  # marked by hand
+    assert bench._runs_length([{**base, "others_busy": 0.01, "others_busy_during": 1.2}]).endswith("(loaded)")

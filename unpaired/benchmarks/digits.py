@@ -449,9 +449,11 @@ def run_one(s: Settings, method: str, direction: str, seed: int, classifiers: di
     if method == "dtn":  # stage 1 is the source's classifier (trained without its held-out images)
         config.init_from = classifiers[DIRECTIONS[direction][0]]
     others_busy = machine.other_busy_cores()
+    window = machine.BusyWindow.start()
     start = time.perf_counter()
     _train(config, workdir)
     train_seconds = time.perf_counter() - start
+    others_during = None if window is None else window.other_cores()
     selected = os.path.join(workdir, "best")
     model = report.load_model(selected if os.path.isdir(selected) else workdir)
     model.config.eval.classifiers = config.eval.classifiers
@@ -470,6 +472,7 @@ def run_one(s: Settings, method: str, direction: str, seed: int, classifiers: di
               "workdir": workdir, "src": src, "tgt": tgt, "metrics": metrics,
               "train_seconds": round(train_seconds, 1),
               "others_busy": None if others_busy is None else round(others_busy, 2),
+              "others_busy_during": None if others_during is None else round(others_during, 2),
               "translation_accuracy": metrics.get(f"translation_accuracy/{src}_to_{tgt}"),
               "da_accuracy": metrics.get(f"da_accuracy/{tgt}"),
               "pixel_da_accuracy": metrics.get(f"pixel_da_accuracy/{src}_to_{tgt}"),
@@ -530,10 +533,15 @@ def _cell(rs: list[dict[str, Any]], method: str, name: str) -> str:
 
 
 def _loaded(r: dict[str, Any]) -> bool:
-    """Whether other processes shared the cores when the run started (older records kept only
-    the 1-minute load average, which also counts the benchmark's own previous run)."""
-    if r.get("others_busy") is not None:
-        return r["others_busy"] > machine.LOADED_CORES
+    """Whether other processes shared the cores right before the run's training or on average
+    over it, or when its record says `shared_cores` (older records sampled the start only: such
+    a run that trained beside another is marked by hand; older still, the 1-minute load average,
+    which also counts the benchmark's own previous run)."""
+    if r.get("shared_cores"):  # set by hand on runs known to have trained beside others
+        return True
+    samples = [r[k] for k in ("others_busy", "others_busy_during") if r.get(k) is not None]
+    if samples:
+        return max(samples) > machine.LOADED_CORES
     return r.get("load_before", 0.0) > 0.5
 
 
@@ -684,9 +692,10 @@ def write_results(s: Settings, results: list[dict[str, Any]], classifier_acc: di
                      f"`configs/{n}.py:{p}`" for n, p in CPU_PRESETS.values())
                  + "; each lists its deviations from the reference beside it)" if s.networks == "cpu"
                  else "") + ". Last column: steps (networks), mean training minutes per run, "
-              "`(loaded)` when other processes kept more than a quarter core busy at a run's start "
-              "(`unpaired.benchmarks.machine`; older records: a 1-minute load average above 0.5, "
-              "which also counts the previous run), so its time is an upper bound. Why each preset is what it is: docs/quality.md.",
+              "`(loaded)` when other processes kept more than a quarter core busy right before a "
+              "run's training or on average over it (`unpaired.benchmarks.machine`; records made "
+              "before 2026-12-07 evening sampled the start only, and older ones a 1-minute load "
+              "average above 0.5, which also counts the previous run), so its time is an upper bound. Why each preset is what it is: docs/quality.md.",
               "- **Model selection**: the step with the best source held-out accuracy "
               "(UNIT DA and UFDN: their own classifier on held-out source images; the others: translation "
               "accuracy of held-out source images judged by the target classifier). No target "

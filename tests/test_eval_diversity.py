@@ -39,7 +39,7 @@ def test_bad_sets_are_refused_with_the_reason():
 
 
 def test_class_templates_collapse_within_classes_while_the_global_ratio_stays_high():
-    """Every input of a class mapped to its class's one template (DTN's translations, DT2):
+    """Every input of a class mapped to its class's one template (DTN's translations, DT3):
     the global ratio sees the classes differ, the within-class ratio sees the collapse."""
     rng = np.random.default_rng(2)
     labels = np.repeat(np.arange(4), 6)

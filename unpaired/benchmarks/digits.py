@@ -653,7 +653,7 @@ def write_results(s: Settings, results: list[dict[str, Any]], classifier_acc: di
               "inputs' on the first 256 source test digits: 0 when every input gives one image. "
               "**Within class**: the same ratio inside each digit class (first 1,024 source test "
               "digits), averaged over the classes: 0 when every input of a class gives one image, "
-              "which the global ratio cannot see (docs/quality.md DT2). "
+              "which the global ratio cannot see (docs/quality.md DT3). "
               "**Last step**: the target test accuracy (the method's own classifier for UNIT DA "
               "and UFDN, else translation accuracy) at the run's last evaluation, on the curves' "
               "test images: a fixed training length, which reads no target label either. "

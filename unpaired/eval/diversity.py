@@ -8,7 +8,7 @@ scores about 1. It needs no classifier and no labels, so every method and datase
 
 `within_class_ratio(inputs, outputs, labels)` is the same ratio inside each class, averaged
 over the classes: a generator that maps every input of a class to one template scores 0
-there while its global ratio stays near 1, since the classes still differ (issue 23, DT2:
+there while its global ratio stays near 1, since the classes still differ (issue 23, DT3:
 DTN's translations, read correctly by a target classifier, teach a fresh one little).
 """
 

@@ -11,6 +11,7 @@ from configs import ufdn as ufdn_config
 from configs import unit as unit_config
 from unpaired import config_validation
 from unpaired.benchmarks import digits as bench
+from tests.helpers import fake_digits_root
 
 
 def test_step_counted_schedules_stretch_with_the_run():
@@ -108,11 +109,13 @@ def test_cpu_networks_take_each_cpu_preset_whole():
     ("dtn", "dtn", "{direction}_cpu", "{direction}", ("ngf", "ndf")),
     ("cyclegan", "cyclegan", "{direction}_cpu", "horse2zebra", ("ngf", "ndf")),
     ("unit", "unit", "{direction}_master_cpu", "folder", ("gen_dim", "dis_dim"))])
-def test_cpu_presets_per_direction_are_taken_whole(method, name, preset_name, reference, widths):
+def test_cpu_presets_per_direction_are_taken_whole(method, name, preset_name, reference, widths,
+                                                   monkeypatch, tmp_path):
     """The CPU presets of UNIT DA, DTN, CycleGAN and UNIT master are one per direction: the
     benchmark takes the direction's preset (its widths, batch and length) and its own data
     order, and the preset alone (`--config=configs/<name>.py:<preset>`) reads the direction's
     source as domain A."""
+    monkeypatch.setenv("UNPAIRED_DATA", fake_digits_root(tmp_path))  # the presets' IDX files exist
     s = bench.Settings(networks="cpu", steps=123)
     module = importlib.import_module(f"configs.{name}")
     for direction in ("mnist2usps", "usps2mnist"):

@@ -25,8 +25,8 @@ CASES = [
                            "could not convert string to float: 'fast'"),
     (["--config=configs/nope.py"], "error: config file not found: configs/nope.py"),
     (["--config=configs/cyclegan.py:zebra"],
-     "error: unknown cyclegan preset 'zebra'; expected digits, mnist2usps, horse2zebra or "
-     "folder (--config=configs/cyclegan.py:zebra)"),
+     "error: unknown cyclegan preset 'zebra'; expected digits, mnist2usps, usps2mnist, horse2zebra, "
+     "folder, mnist2usps_cpu or usps2mnist_cpu (--config=configs/cyclegan.py:zebra)"),
 ]
 
 

@@ -105,8 +105,7 @@ def get_config(preset: str = "digits") -> ml_collections.ConfigDict:
         c.batch_size = 16
         c.n_epochs = 10
         c.n_epochs_decay = 10
-        mnist, usps = cache.digits_train_images("mnist"), cache.digits_train_images("usps")
-        c.data.idx_A, c.data.idx_B = (mnist, usps) if preset.startswith("mnist2usps") else (usps, mnist)
+        c.data.idx_A, c.data.idx_B = cache.digits_train_pair(preset)
         if preset.endswith("_cpu"):
             # The digits benchmark's CPU preset (--networks=cpu; docs/quality.md CG1). Deviations
             # from the reference: ngf/ndf 16 (not 64), resnet_6blocks (its 32x32 choice),

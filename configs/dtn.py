@@ -124,9 +124,8 @@ def get_config(preset: str = "digits") -> ml_collections.ConfigDict:
         c.batch_size = 32
     else:
         c.data = _data("idx")
-        mnist, usps = cache.digits_train_images("mnist"), cache.digits_train_images("usps")
         c.source_domain, c.target_domain = "A", "B"
-        c.data.idx_A, c.data.idx_B = (mnist, usps) if base == "mnist2usps" else (usps, mnist)
+        c.data.idx_A, c.data.idx_B = cache.digits_train_pair(base)
         c.data.image_resize = "lanczos"  # the reference: PIL Image.ANTIALIAS (Lanczos) to 32x32
     if cpu:
         # The digits benchmark's CPU preset (--networks=cpu; docs/quality.md). Deviations from

@@ -122,11 +122,7 @@ def get_config(preset: str = "folder") -> ml_collections.ConfigDict:
         c.batch_size = 8
         c.lr, c.step_size, c.gamma = 5e-4, 1500, 0.5
         c.max_steps, c.log_every, c.sample_every, c.checkpoint_every = 4000, 50, 1000, 1000
-        c.data = data_config("idx", preprocess="none", load_size=32, crop_size=32, no_flip=True,
-                             num_workers=2)
-        c.data.image_size = 32
-        mnist, usps = cache.digits_train_images("mnist"), cache.digits_train_images("usps")
-        c.data.idx_A, c.data.idx_B = (mnist, usps) if preset.startswith("mnist2usps") else (usps, mnist)
+        c.data = _idx_digits_data(preset)
     elif preset in ("folder_v02", "digits_v02"):
         # version_02 blondhair.yaml: COCOResGen2 + COCOSharedDis, sigmoid-BCE GAN,
         # gan_w 10 (lambda0), ll_direct/ll_cycle 100 (lambda2, lambda4), kl 0.1 (lambda1, lambda3),
@@ -173,6 +169,16 @@ def _digits_data() -> ml_collections.ConfigDict:
 
 
 DA_PRESETS = ("mnist2usps", "usps2mnist")
+
+
+def _idx_digits_data(preset: str) -> ml_collections.ConfigDict:
+    """The MNIST <-> USPS presets' data (DA and master): the data root's IDX files, A the
+    source `preset` starts with, unflipped 32x32 grayscale."""
+    data = data_config("idx", preprocess="none", load_size=32, crop_size=32, no_flip=True,
+                       num_workers=2)
+    data.image_size = 32          # MNIST 28 and USPS 16 are resized (bicubic) to 32
+    data.idx_A, data.idx_B = cache.digits_train_pair(preset)
+    return data
 MASTER_CPU_PRESETS = ("mnist2usps_master_cpu", "usps2mnist_master_cpu")
 
 
@@ -201,11 +207,7 @@ def da_config(preset: str) -> ml_collections.ConfigDict:
     c.test_batch_size = 100       # target test-set evaluation at the end
     # max_steps: the yaml's max_iterations.
     add_run_keys(c, max_steps=200000, log_every=10, sample_every=500, checkpoint_every=1000)
-    c.data = data_config("idx", preprocess="none", load_size=32, crop_size=32, no_flip=True,
-                         num_workers=2)
-    c.data.image_size = 32        # MNIST 28 and USPS 16 are resized (bicubic) to 32
-    mnist, usps = cache.digits_train_images("mnist"), cache.digits_train_images("usps")
-    c.data.idx_A, c.data.idx_B = (mnist, usps) if preset.startswith("mnist2usps") else (usps, mnist)
+    c.data = _idx_digits_data(preset)
     if preset.endswith("_cpu"):
         # The digits benchmark's CPU preset (--networks=cpu; docs/quality.md UD2). Deviations
         # from svhn2mnist.yaml: base widths 16/16 (not 96/64), batch 32 per domain (not 64),

@@ -39,6 +39,13 @@ def digits_train_images(name: str, root: str | None = None) -> str:
     return os.path.join(digits_folder(name, root), "train-images-idx3-ubyte.gz")
 
 
+def digits_train_pair(direction: str, root: str | None = None) -> tuple[str, str]:
+    """(domain A's, domain B's) training image files of an MNIST <-> USPS preset: A is the
+    source its name starts with (`mnist2usps...` or `usps2mnist...`)."""
+    mnist, usps = digits_train_images("mnist", root), digits_train_images("usps", root)
+    return (mnist, usps) if direction.startswith("mnist2usps") else (usps, mnist)
+
+
 def cyclegan_folder(name: str, root: str | None = None) -> str:
     """A fetched CycleGAN dataset's folder (holding trainA/, trainB/, testA/, testB/)."""
     return os.path.join(root or data_root(), "cyclegan", name)

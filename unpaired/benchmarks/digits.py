@@ -56,6 +56,7 @@ PAPERS = {"cogan": {"mnist2usps": "0.957", "usps2mnist": "0.932"},
           "ufdn": {"mnist2usps": "0.971", "usps2mnist": "0.93-0.94"},
           "cyclegan": {}, "unit": {}, "dtn": {}}
 LATENT_DA = ("unit_da", "ufdn")  # methods with their own classifier (digit_accuracy): select on it
+TINY_PIXEL_DA = (2, 8)  # --tiny: the pixel-level DA classifier's width and batch
 # Metrics a method's digit procedure does not train: UFDN's `uda` procedure (train_uda.py)
 # never trains its decoder to translate (no pixel adversary, no translation loss), so its
 # translations, and a classifier trained on them, measure nothing. Shown as "n/t".
@@ -150,7 +151,7 @@ def _run_keys(c: ml_collections.ConfigDict, s: Settings, seed: int, steps: int) 
     c.eval.pixel_da_size = s.pixel_da_size
     if s.tiny:
         c.eval.batch_size = 16
-        c.eval.pixel_da_nf, c.eval.pixel_da_batch = 2, 8
+        c.eval.pixel_da_nf, c.eval.pixel_da_batch = TINY_PIXEL_DA
 
 
 def _preset(s: Settings, method: str, direction: str, default: str) -> str:
@@ -372,13 +373,18 @@ def train_classifier(s: Settings, domain: str) -> str:
     return workdir
 
 
-def _finished_classifier(s: Settings, domain: str) -> str | None:
-    """The folder with `domain`'s finished classifier's accuracy.json: the workroot, else the record."""
-    for folder in (os.path.join(s.workroot, f"classifier_{domain}"),
-                   os.path.join(record_dir(s), f"classifier_{domain}")):
+def _finished(s: Settings, name: str) -> str | None:
+    """The folder with `name`'s accuracy.json (a classifier or a baseline): the workroot, else
+    the record; None when neither has it."""
+    for folder in (os.path.join(s.workroot, name), os.path.join(record_dir(s), name)):
         if os.path.exists(os.path.join(folder, "accuracy.json")):
             return folder
     return None
+
+
+def _finished_classifier(s: Settings, domain: str) -> str | None:
+    """The folder with `domain`'s finished classifier's accuracy.json: the workroot, else the record."""
+    return _finished(s, f"classifier_{domain}")
 
 
 # The pixel-level DA classifier's two baselines per direction, trained on real images instead of
@@ -392,31 +398,27 @@ def baseline_accuracy(s: Settings, direction: str, which: str) -> float | None:
     trained on the real `which` ('source' or 'target') training images of `direction`, less
     the held-out ones: kept as baseline_<direction>_<which>/accuracy.json, trained unless
     finished (None with --report_only when it is not)."""
-    import jax  # pylint: disable=import-outside-toplevel
-
-    from unpaired.data.sets import batched, load_set  # pylint: disable=import-outside-toplevel
-    from unpaired.eval import config as eval_config, pixel_da, run  # pylint: disable=import-outside-toplevel
+    from unpaired.data.sets import load_set  # pylint: disable=import-outside-toplevel
+    from unpaired.eval import config as eval_config, pixel_da  # pylint: disable=import-outside-toplevel
 
     name = f"baseline_{direction}_{which}"
-    for folder in (os.path.join(s.workroot, name), os.path.join(record_dir(s), name)):
-        if os.path.exists(os.path.join(folder, "accuracy.json")):
-            with open(os.path.join(folder, "accuracy.json"), encoding="utf-8") as f:
-                return json.load(f)["accuracy"]
+    kept = _finished(s, name)
+    if kept is not None:
+        with open(os.path.join(kept, "accuracy.json"), encoding="utf-8") as f:
+            return json.load(f)["accuracy"]
     if s.report_only or s.pixel_da_steps <= 0:
         return None
     src, tgt = DIRECTIONS[direction]
     data = _digits_data(s, src, tgt)
     e = eval_config.eval_config()
-    nf, batch = (2, 8) if s.tiny else (int(e.pixel_da_nf), int(e.pixel_da_batch))
+    nf, batch = TINY_PIXEL_DA if s.tiny else (int(e.pixel_da_nf), int(e.pixel_da_batch))
     train = load_set(data, "A" if which == "source" else "B", "train", 1, True,
                      s.pixel_da_size if which == "source" else 0)
     test = load_set(data, "B", "test", 1, True, s.test_size)
     start = time.perf_counter()
-    clf, state = pixel_da.train_classifier(train.images, train.labels, steps=s.pixel_da_steps, nf=nf,
-                                           lr=float(e.pixel_da_lr), batch_size=batch, seed=0)
-    predict = jax.jit(clf.classify)
-    predicted = batched(lambda x: predict(state.params, state.model_state, x), test.images, 100)
-    record = {"accuracy": run.accuracy(predicted, test.labels),
+    accuracy = pixel_da.trained_accuracy(train.images, train.labels, test, steps=s.pixel_da_steps,
+                                         nf=nf, lr=float(e.pixel_da_lr), batch_size=batch, seed=0)
+    record = {"accuracy": accuracy,
               "trained_on": f"{tgt if which == 'target' else src} training images ({len(train.images)})",
               "tested_on": f"{tgt} test images ({len(test.images)})", "steps": s.pixel_da_steps,
               "train_seconds": round(time.perf_counter() - start, 1)}

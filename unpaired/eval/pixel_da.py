@@ -71,13 +71,21 @@ def pixel_da_accuracy(method: Any, state: Any, config: ml_collections.ConfigDict
                                int(e.get("test_size", 0)))
     data = run.EvalData({}, {}, {}, [], (), int(e.get("batch_size", 100)))
     fakes = run.translated(method, state, data, request, source_set.images)
-    clf, clf_state = train_classifier(fakes, source_set.labels, steps=steps, nf=int(e.pixel_da_nf),
-                                      lr=float(e.pixel_da_lr), batch_size=int(e.pixel_da_batch),
-                                      seed=seed)
+    return trained_accuracy(fakes, source_set.labels, target_test, steps=steps, nf=int(e.pixel_da_nf),
+                            lr=float(e.pixel_da_lr), batch_size=int(e.pixel_da_batch), seed=seed,
+                            eval_batch_size=data.batch_size)
+
+
+def trained_accuracy(images: np.ndarray, labels: np.ndarray, test: EvalSet, *, steps: int, nf: int,
+                     lr: float, batch_size: int, seed: int = 0, eval_batch_size: int = 100) -> float:
+    """Accuracy on `test` of a classifier trained (train_classifier) on (images, labels): the
+    pixel-level DA score for translations, and its baselines for real images."""
+    clf, clf_state = train_classifier(images, labels, steps=steps, nf=nf, lr=lr,
+                                      batch_size=batch_size, seed=seed)
     predict = jax.jit(clf.classify)
     predicted = batched(lambda x: predict(clf_state.params, clf_state.model_state, x),
-                        target_test.images, data.batch_size)
-    return run.accuracy(predicted, target_test.labels)
+                        test.images, eval_batch_size)
+    return run.accuracy(predicted, test.labels)
 
 
 def pixel_da_metrics(method: Any, state: Any, config: ml_collections.ConfigDict,

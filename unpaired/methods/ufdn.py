@@ -261,8 +261,8 @@ class UFDN:
 
     @staticmethod
     def _lr(config: ml_collections.ConfigDict) -> float | optax.Schedule:
-        """The reference's constant rate, or (config.lr_schedule='cosine', our CPU preset's
-        choice) a cosine decay to 0 over max_steps: the last steps become the best ones."""
+        """The reference's constant rate, or (config.lr_schedule='cosine', opt-in) a cosine decay
+        to 0 over max_steps, which steadies a short run's last steps (docs/quality.md D4)."""
         kind = config.get("lr_schedule", "constant")
         if kind == "cosine" and not int(config.max_steps) > 0:
             raise ConfigError(f"config.lr_schedule='cosine' decays over max_steps: set "
@@ -303,8 +303,8 @@ class UFDN:
             self.groups = {"vae": ("vae",), "D_feat": ("D_feat",), "D_pix": ("D_pix",)}
         else:  # one Adam over the UFDN and the digit classifier, as train_uda.py builds it
             self.groups = {"vae": ("vae", "D_digit"), "D_feat": ("D_feat",)}
-        self.tx = {g: optax.adam(self._lr(config), b1=config.beta1, b2=config.beta2, eps=1e-8)
-                   for g in self.groups}
+        lr = self._lr(config)
+        self.tx = {g: optax.adam(lr, b1=config.beta1, b2=config.beta2, eps=1e-8) for g in self.groups}
         self.ramps = {n: ramp_table(*config.lambdas[n]) for n in LAMBDAS[self.procedure]}
         self.invert_augment = bool(config.get("data_augment", False))
         self.size_multiple = self.input_size = self.image_size  # the encoder ends in a fixed-size code

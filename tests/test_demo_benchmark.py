@@ -36,6 +36,14 @@ def test_a_demo_is_trained_scored_and_kept(tmp_path):
     assert (tmp_path / "demos_figures" / "ufdn.png").stat().st_size > 500
     text = (tmp_path / "demos.md").read_text()
     assert "| ufdn | `configs/ufdn.py:digits` | A (handwritten) -> B (printed) | 2 |" in text
-    assert "| dtn | `configs/dtn.py:digits` | B (printed) -> A (handwritten) | 7 | 3 | 0.10 | 0.500 (400 digits) | 0.250 | 0.750 |" in text
+    # The identity baseline: the judge on the raw source digits, and an older kept record completed.
+    assert 0.0 <= r["untranslated_accuracy"] <= 1.0
+    assert r["untranslated_accuracy"] * 297 == pytest.approx(round(r["untranslated_accuracy"] * 297))  # of 297
+    completed = json.loads((tmp_path / "demos_runs" / "dtn.json").read_text())
+    assert completed == {**kept_dtn, "untranslated_accuracy": completed["untranslated_accuracy"]}
+    assert completed["untranslated_accuracy"] * 400 == pytest.approx(round(completed["untranslated_accuracy"] * 400))
+    assert (f"| dtn | `configs/dtn.py:digits` | B (printed) -> A (handwritten) | 7 | 3 | 0.10 | 0.500 (400 digits) | "
+            f"{completed['untranslated_accuracy']:.3f} | 0.250 | 0.750 |") in text
+    assert f"(297 digits) | {r['untranslated_accuracy']:.3f} |" in text
     with pytest.raises(ValueError, match="--methods: unknown"):
         demos.run_benchmark(demos.Settings(methods=("gan",)))

@@ -42,10 +42,15 @@ def test_digits_benchmark_runs_end_to_end(tmp_path):
     assert sorted(os.listdir(kept / "cyclegan_mnist2usps_seed0")) == ["config.json", "metrics.jsonl", "result.json"]
     assert os.listdir(kept / "classifier_usps") == ["accuracy.json"]
     # The pixel-level DA classifier's baselines: raw source and target-label training images.
+    # The source-only row's translation accuracy: the USPS judge on the untranslated MNIST digits.
+    identity = json.load(open(kept / "baseline_mnist2usps_untranslated" / "accuracy.json"))
+    assert identity["tested_on"] == "mnist test images (16), untranslated"
+    assert 0.0 <= identity["accuracy"] <= 1.0 and identity["accuracy"] * 16 == round(identity["accuracy"] * 16)
     for which, label in (("source", "source only (no adaptation)"), ("target", "target labels (ceiling)")):
         record = json.load(open(kept / f"baseline_mnist2usps_{which}" / "accuracy.json"))
         assert record["tested_on"] == "usps test images (16)" and record["steps"] == 2
-        assert f"| {label} | mnist2usps | — | — | {record['accuracy']:.3f} |" in text
+        first = f"{identity['accuracy']:.3f}" if which == "source" else "—"
+        assert f"| {label} | mnist2usps | {first} | — | {record['accuracy']:.3f} |" in text
     assert "usps training images" in json.load(open(kept / "baseline_mnist2usps_target" / "accuracy.json"))["trained_on"]
     best = json.load(open(tmp_path / "runs" / "cyclegan_mnist2usps_seed0" / "best.json"))
     assert best["select"] == "translation_accuracy_holdout/A_to_B" and result["step"] == best["step"]
@@ -67,7 +72,8 @@ def test_digits_benchmark_runs_end_to_end(tmp_path):
                                                   if line.startswith("| cyclegan | mnist2usps |")))
     assert "| unit |" not in table and "--report_only" in table
     assert sorted(os.listdir(tmp_path / "runs")) == ["baseline_mnist2usps_source", "baseline_mnist2usps_target",
-                                                     "classifier_usps", "cyclegan_mnist2usps_seed0"]
+                                                     "baseline_mnist2usps_untranslated", "classifier_usps",
+                                                     "cyclegan_mnist2usps_seed0"]
     assert "| source only (no adaptation) | mnist2usps |" in table  # the kept baselines, not retrained
 
 

@@ -68,6 +68,24 @@ def judge(s: Settings, rendering: str) -> str:
     return workdir
 
 
+def untranslated_accuracy(s: Settings, source: str, target: str) -> float:
+    """The judge of the `target` rendering on the raw `source` test digits (the identity
+    translation): what a demo's translation accuracy must beat to show any translation."""
+    from unpaired.data.sets import load_set  # pylint: disable=import-outside-toplevel
+    from unpaired.eval import classifier as judges, run  # pylint: disable=import-outside-toplevel
+
+    workdir = judge(s, target)
+    c = _config("classifier", "digits", s.overrides.get("classifier", {}))
+    c.data.digits = f"A={source}"  # the judge's own preprocessing, the source's digits
+    test = load_set(c.data, "A", "test", int(c.input_nc), True)
+    return run.classified_accuracy(test.images, test.labels, judges.load_classifier(workdir), 256)
+
+
+def _rendering(side: str) -> str:
+    """'A (handwritten)' -> 'handwritten': a record's domain and rendering."""
+    return side.split("(", 1)[1].rstrip(")")
+
+
 def run_demo(s: Settings, method: str) -> dict[str, Any]:
     """Trains `method`'s digits preset as the README does, then scores its translations."""
     from unpaired.eval import report, run  # pylint: disable=import-outside-toplevel
@@ -101,6 +119,8 @@ def run_demo(s: Settings, method: str) -> dict[str, Any]:
             "source": f"{src} ({digit_rendering(config.data, src)})",
             "target": f"{tgt} ({digit_rendering(config.data, tgt)})",
             "translation_accuracy": metrics[f"translation_accuracy/{src}_to_{tgt}"],
+            "untranslated_accuracy": untranslated_accuracy(s, digit_rendering(config.data, src),
+                                                           digit_rendering(config.data, tgt)),
             "diversity": metrics[f"diversity/{src}_to_{tgt}"], "judge_accuracy": judge_accuracy,
             "test_images": len(data.test[src].images), "grid": grid}
 
@@ -119,13 +139,18 @@ def write_table(s: Settings, results: list[dict[str, Any]]) -> str:
              f"{os.cpu_count()} cores. Translation accuracy: every built-in source test digit "
              "translated, classified by a classifier of the built-in target rendering "
              "(`configs/classifier.py:digits`), against the source labels. Diversity: the "
-             "collapse measure (0: every input gives one image; 1: as spread as the inputs).", "",
+             "collapse measure (0: every input gives one image; 1: as spread as the inputs). "
+             "Untranslated: the same judge reading the source test digits as they are (the "
+             "identity translation); a translation accuracy near it shows no translation that "
+             "keeps the class.", "",
              "| method | preset | source -> target | steps | wall (s) | others' cores | translation acc. "
-             "| diversity | judge's own test acc. |", "|---|---|---|---|---|---|---|---|---|"]
+             "| untranslated | diversity | judge's own test acc. |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
+        identity = r.get("untranslated_accuracy")
         lines.append(f"| {r['method']} | `{r['preset']}` | {r['source']} -> {r['target']} | {r['steps']} | "
                      f"{r['seconds']:.0f} | {_cores(r)} | {r['translation_accuracy']:.3f} "
-                     f"({r['test_images']} digits) | {r['diversity']:.3f} | {r['judge_accuracy']:.3f} |")
+                     f"({r['test_images']} digits) | {'—' if identity is None else f'{identity:.3f}'} | "
+                     f"{r['diversity']:.3f} | {r['judge_accuracy']:.3f} |")
     lines += ["", "Others' cores: how many cores other processes kept busy when the run started "
               "(`unpaired.benchmarks.machine`); above 0.25 the wall time is an upper bound.", "",
               "Left: the first 8 source test digits; right: their translations."]
@@ -158,7 +183,13 @@ def run_benchmark(s: Settings) -> list[dict[str, Any]]:
         kept = os.path.join(folder, "demos_runs", f"{method}.json")
         if method not in s.methods and os.path.exists(kept):
             with open(kept, encoding="utf-8") as f:
-                results.append(json.load(f))
+                r = json.load(f)
+            if "untranslated_accuracy" not in r:  # older records: judged now
+                r["untranslated_accuracy"] = untranslated_accuracy(s, _rendering(r["source"]),
+                                                                   _rendering(r["target"]))
+                with open(kept, "w", encoding="utf-8") as f:
+                    json.dump(r, f, indent=2)
+            results.append(r)
     results.sort(key=lambda r: list(DEMOS).index(r["method"]))
     write_table(s, results)
     return results

@@ -430,6 +430,35 @@ def baseline_accuracy(s: Settings, direction: str, which: str) -> float | None:
     return record["accuracy"]
 
 
+def untranslated_accuracy(s: Settings, direction: str, classifiers: dict[str, str]) -> float | None:
+    """The target judge's accuracy on the raw, untranslated source test digits (the identity
+    translation): what a translation accuracy must beat to say the method translated anything.
+    Kept as baseline_<direction>_untranslated/accuracy.json; None when neither that record nor
+    the judge's weights are there (an evaluation, not training: --report_only computes it too)."""
+    from unpaired.data.sets import load_set  # pylint: disable=import-outside-toplevel
+    from unpaired.eval import classifier as judges, run  # pylint: disable=import-outside-toplevel
+
+    name = f"baseline_{direction}_untranslated"
+    kept = _finished(s, name)
+    if kept is not None:
+        with open(os.path.join(kept, "accuracy.json"), encoding="utf-8") as f:
+            return json.load(f)["accuracy"]
+    src, tgt = DIRECTIONS[direction]
+    judge = classifiers.get(tgt)
+    if judge is None or not os.path.isdir(os.path.join(judge, "checkpoints")):
+        return None
+    test = load_set(_digits_data(s, src, tgt), "A", "test", 1, True, s.test_size)
+    accuracy = run.classified_accuracy(test.images, test.labels, judges.load_classifier(judge), 256)
+    record = {"accuracy": accuracy, "judge": f"the {tgt} classifier",
+              "tested_on": f"{src} test images ({len(test.images)}), untranslated"}
+    workdir = os.path.join(s.workroot, name)
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "accuracy.json"), "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=2)
+    _keep(s, name, workdir, ("accuracy.json",))
+    return accuracy
+
+
 def run_one(s: Settings, method: str, direction: str, seed: int, classifiers: dict[str, str]
             ) -> dict[str, Any] | None:
     """Trains (or reuses) one run and returns its selected checkpoint's metrics (with
@@ -526,6 +555,10 @@ def last_evaluation(r: dict[str, Any]) -> float | None:
     domains are aligned, so the source held-out selection tends to keep early steps)."""
     points = curve(r)
     return points[-1][1] if points else None
+
+
+def _number(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
 
 
 def _cell(rs: list[dict[str, Any]], method: str, name: str) -> str:
@@ -634,9 +667,10 @@ def write_results(s: Settings, results: list[dict[str, Any]], classifier_acc: di
                 lines.append(f"| CoGAN (paper only) | {direction} | — | — | — | — | — | — | — | {paper} | — | — |")
                 for which, label in BASELINES.items():
                     value = (baselines or {}).get((direction, which))
-                    if value is not None:
-                        lines.append(f"| {label} | {direction} | — | — | {value:.3f} | — | — | — | — | — | "
-                                     f"— | {s.pixel_da_steps} (classifier) |")
+                    identity = (baselines or {}).get((direction, "untranslated")) if which == "source" else None
+                    if value is not None or identity is not None:
+                        lines.append(f"| {label} | {direction} | {_number(identity)} | — | {_number(value)} | "
+                                     f"— | — | — | — | — | — | {s.pixel_da_steps} (classifier) |")
                 continue
             lines.append(f"| {method} | {direction} | {_cell(rs, method, 'translation_accuracy')} | "
                          f"{_cell(rs, method, 'da_accuracy')} | {_cell(rs, method, 'pixel_da_accuracy')} | "
@@ -719,7 +753,10 @@ def write_results(s: Settings, results: list[dict[str, Any]], classifier_acc: di
               "Its two baselines (rows under the methods, one classifier each, seed 0): the same "
               "recipe trained on the raw source training images (**source only**: what a "
               "translation must beat to help) and on the target's own labelled training images "
-              "(**target labels**: the ceiling no label-free method reaches).",
+              "(**target labels**: the ceiling no label-free method reaches). The source-only row's "
+              "translation accuracy is the target classifier reading the **untranslated** source test "
+              "digits (the identity translation): a method's translation accuracy near it says the "
+              "translation kept the class no better than leaving the digit alone.",
               "- Paper numbers are domain-adaptation accuracies as reported (issue 13); papers "
               "differ in data subsets and protocol.", "", "## Figures", "",
               "Translations of the first 8 source test digits (left: source, right: translated), "
@@ -775,6 +812,8 @@ def run_benchmark(s: Settings) -> list[dict[str, Any]]:
                            for seed in range(s.seeds) for m in s.methods for d in s.directions)
                if r is not None]
     baselines = {(d, which): baseline_accuracy(s, d, which) for d in s.directions for which in BASELINES}
+    if judged:
+        baselines |= {(d, "untranslated"): untranslated_accuracy(s, d, classifiers) for d in s.directions}
     figure_dir = os.path.join(os.path.dirname(os.path.abspath(s.output)), "results_figures")
     figs = figures(s, results, figure_dir)
     write_results(s, results, accuracy, figs, figure_dir, baselines=baselines)

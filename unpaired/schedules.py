@@ -11,6 +11,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 import optax
 
+from unpaired.config_checks import ConfigError
+
 LR_POLICIES = ("linear", "step", "cosine", "plateau", "constant")
 # config.lr_schedule of the methods whose reference keeps one constant rate (DTN stage 1, UFDN).
 LR_SCHEDULES = ("constant", "cosine")
@@ -24,9 +26,9 @@ PLATEAU_EPS = 1e-8
 def constant_or_cosine(kind: str, lr: float, total_steps: int) -> float | optax.Schedule:
     """`lr` (kind 'constant', the references'), or a cosine decay from `lr` to 0 over
     `total_steps` (kind 'cosine'): small late steps settle a short run, so its last
-    checkpoints are its best. Raises ValueError naming the kinds for any other `kind`."""
+    checkpoints are its best. Any other `kind` is a ConfigError naming config.lr_schedule."""
     if kind not in LR_SCHEDULES:
-        raise ValueError(f"lr_schedule={kind!r} must be one of {', '.join(LR_SCHEDULES)}")
+        raise ConfigError(f"config.lr_schedule={kind!r} must be one of {', '.join(LR_SCHEDULES)}")
     if kind == "constant":
         return lr
     return optax.cosine_decay_schedule(lr, max(int(total_steps), 1))

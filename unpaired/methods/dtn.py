@@ -69,10 +69,7 @@ def _stage1_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int
     settle a network that fits its 6-7k training images long before the end)."""
     kind = config.get("lr_schedule", "constant")
     total = int(config.n_epochs) * int(steps_per_epoch) if kind == "cosine" else 0
-    try:
-        return schedules.constant_or_cosine(kind, config.lr, total)
-    except ValueError as err:
-        raise ConfigError(f"config.{err}") from None
+    return schedules.constant_or_cosine(kind, config.lr, total)
 
 
 def _validate_common(config: ml_collections.ConfigDict) -> None:

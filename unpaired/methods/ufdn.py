@@ -267,10 +267,7 @@ class UFDN:
         if kind == "cosine" and not int(config.max_steps) > 0:
             raise ConfigError(f"config.lr_schedule='cosine' decays over max_steps: set "
                               f"config.max_steps > 0 (it is {config.max_steps})")
-        try:
-            return schedules.constant_or_cosine(kind, config.lr, int(config.max_steps))
-        except ValueError as err:
-            raise ConfigError(f"config.{err}") from None
+        return schedules.constant_or_cosine(kind, config.lr, int(config.max_steps))
 
     def __init__(self, config: ml_collections.ConfigDict, steps_per_epoch: int = 1):
         del steps_per_epoch  # counted in max_steps (the reference has no schedule)

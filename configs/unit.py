@@ -15,7 +15,8 @@ Keys follow the reference's yaml (mingyuliutw/UNIT master `configs/unit_*_folder
           digits benchmark (--networks=cpu; deviations written in `da_config`).
   mnist2usps_master_cpu, usps2mnist_master_cpu  the master translation model (method
           unit) on MNIST <-> USPS, narrowed for the digits benchmark's 2-core CPU run
-          (--networks=cpu; deviations written below).
+          (USPS -> MNIST with the seed's shared high-level layers; --networks=cpu; deviations
+          written below).
   folder_v02  the NIPS-2017 image model (arch version_02: COCOResGen2 + COCOSharedDis,
           shared layers, blondhair.yaml's weights), 128 crops from --config.data.dataroot.
   digits_v02  the same model at tiny widths on the built-in digits, for a CPU.
@@ -117,8 +118,14 @@ def get_config(preset: str = "folder") -> ml_collections.ConfigDict:
         # gen/dis dim 16 (not 64), 2 residual blocks (not 4), 3-layer D (not 4), batch 8
         # (not 1), lr 5e-4 halved every 1,500 steps over 4,000 (not 1e-4 halved every
         # 100,000 of 1M). Losses, their weights, Adam and the networks' form are the master's.
+        # USPS -> MNIST adds the seed's shared high-level layers (the master code shares none):
+        # the encoders' last and the decoders' first residual block, and D's last conv block +
+        # 1x1 conv. Without them it loses the digits' class (0.508); MNIST -> USPS does better
+        # without them (0.853 against 0.785; docs/quality.md UC1, UC3).
         c.input_dim_a = c.input_dim_b = 1
         c.gen_dim, c.gen_n_res, c.dis_dim, c.dis_n_layer = 16, 2, 16, 3
+        if preset == "usps2mnist_master_cpu":
+            c.gen_shared_blocks, c.dis_shared_layers = 1, 1
         c.batch_size = 8
         c.lr, c.step_size, c.gamma = 5e-4, 1500, 0.5
         c.max_steps, c.log_every, c.sample_every, c.checkpoint_every = 4000, 50, 1000, 1000

@@ -108,7 +108,7 @@ def test_cpu_networks_take_each_cpu_preset_whole():
     ("unit_da", "unit", "{direction}_cpu", "{direction}", ("gen_ch", "dis_ch")),
     ("dtn", "dtn", "{direction}_cpu", "{direction}", ("ngf", "ndf")),
     ("cyclegan", "cyclegan", "{direction}_cpu", "horse2zebra", ("ngf", "ndf")),
-    ("unit", "unit", "{direction}_master_cpu", "folder", ("gen_dim", "dis_dim"))])
+    ("unit", "unit", "{direction}_master_cpu", "folder", ("gen_dim", "dis_dim", "gen_shared_blocks", "dis_shared_layers"))])
 def test_cpu_presets_per_direction_are_taken_whole(method, name, preset_name, reference, widths,
                                                    monkeypatch, tmp_path):
     """The CPU presets of UNIT DA, DTN, CycleGAN and UNIT master are one per direction: the
@@ -130,6 +130,9 @@ def test_cpu_presets_per_direction_are_taken_whole(method, name, preset_name, re
         assert (config.batch_size, config.max_steps) == (preset.batch_size, preset.max_steps)
         assert bench.steps_of(s, method) == preset.max_steps and config.seed == 1
         assert names == dict(zip("AB", bench.DIRECTIONS[direction]))
+        if method == "unit":  # the seed's shared layers for USPS -> MNIST only (docs/quality.md UC3)
+            assert (preset.gen_shared_blocks, preset.dis_shared_layers) == (
+                (1, 1) if direction == "usps2mnist" else (0, 0))
 
 
 def test_kept_records_name_the_data_by_its_variable(tmp_path):

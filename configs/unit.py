@@ -121,7 +121,7 @@ def get_config(preset: str = "folder") -> ml_collections.ConfigDict:
         # USPS -> MNIST adds the seed's shared high-level layers (the master code shares none):
         # the encoders' last and the decoders' first residual block, and D's last conv block +
         # 1x1 conv. Without them it loses the digits' class (0.508); MNIST -> USPS does better
-        # without them (0.853 against 0.785; docs/quality.md UC1, UC3).
+        # without them (0.853 against 0.791; docs/quality.md UC1, UC3).
         c.input_dim_a = c.input_dim_b = 1
         c.gen_dim, c.gen_n_res, c.dis_dim, c.dis_n_layer = 16, 2, 16, 3
         if preset == "usps2mnist_master_cpu":

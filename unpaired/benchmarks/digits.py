@@ -558,6 +558,7 @@ def last_evaluation(r: dict[str, Any]) -> float | None:
 
 
 def _number(value: float | None) -> str:
+    """A table cell: three decimals, or a dash where there is no value."""
     return "—" if value is None else f"{value:.3f}"
 
 

@@ -387,6 +387,25 @@ def _finished_classifier(s: Settings, domain: str) -> str | None:
     return _finished(s, f"classifier_{domain}")
 
 
+def _kept_accuracy(s: Settings, name: str) -> float | None:
+    """The accuracy in `name`'s finished accuracy.json (the workroot, else the record), or None."""
+    kept = _finished(s, name)
+    if kept is None:
+        return None
+    with open(os.path.join(kept, "accuracy.json"), encoding="utf-8") as f:
+        return json.load(f)["accuracy"]
+
+
+def _record_accuracy(s: Settings, name: str, record: dict[str, Any]) -> float:
+    """Writes `record` as workroot/name/accuracy.json, keeps it beside --output, returns its accuracy."""
+    workdir = os.path.join(s.workroot, name)
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "accuracy.json"), "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=2)
+    _keep(s, name, workdir, ("accuracy.json",))
+    return record["accuracy"]
+
+
 # The pixel-level DA classifier's two baselines per direction, trained on real images instead of
 # translations: the raw labelled source (no adaptation: what a translation must beat) and the
 # target's own labels (the ceiling no label-free method reaches).
@@ -402,10 +421,9 @@ def baseline_accuracy(s: Settings, direction: str, which: str) -> float | None:
     from unpaired.eval import config as eval_config, pixel_da  # pylint: disable=import-outside-toplevel
 
     name = f"baseline_{direction}_{which}"
-    kept = _finished(s, name)
+    kept = _kept_accuracy(s, name)
     if kept is not None:
-        with open(os.path.join(kept, "accuracy.json"), encoding="utf-8") as f:
-            return json.load(f)["accuracy"]
+        return kept
     if s.report_only or s.pixel_da_steps <= 0:
         return None
     src, tgt = DIRECTIONS[direction]
@@ -422,12 +440,7 @@ def baseline_accuracy(s: Settings, direction: str, which: str) -> float | None:
               "trained_on": f"{tgt if which == 'target' else src} training images ({len(train.images)})",
               "tested_on": f"{tgt} test images ({len(test.images)})", "steps": s.pixel_da_steps,
               "train_seconds": round(time.perf_counter() - start, 1)}
-    workdir = os.path.join(s.workroot, name)
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "accuracy.json"), "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=2)
-    _keep(s, name, workdir, ("accuracy.json",))
-    return record["accuracy"]
+    return _record_accuracy(s, name, record)
 
 
 def untranslated_accuracy(s: Settings, direction: str, classifiers: dict[str, str]) -> float | None:
@@ -439,10 +452,9 @@ def untranslated_accuracy(s: Settings, direction: str, classifiers: dict[str, st
     from unpaired.eval import classifier as judges, run  # pylint: disable=import-outside-toplevel
 
     name = f"baseline_{direction}_untranslated"
-    kept = _finished(s, name)
+    kept = _kept_accuracy(s, name)
     if kept is not None:
-        with open(os.path.join(kept, "accuracy.json"), encoding="utf-8") as f:
-            return json.load(f)["accuracy"]
+        return kept
     src, tgt = DIRECTIONS[direction]
     judge = classifiers.get(tgt)
     if judge is None or not os.path.isdir(os.path.join(judge, "checkpoints")):
@@ -451,12 +463,7 @@ def untranslated_accuracy(s: Settings, direction: str, classifiers: dict[str, st
     accuracy = run.classified_accuracy(test.images, test.labels, judges.load_classifier(judge), 256)
     record = {"accuracy": accuracy, "judge": f"the {tgt} classifier",
               "tested_on": f"{src} test images ({len(test.images)}), untranslated"}
-    workdir = os.path.join(s.workroot, name)
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "accuracy.json"), "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=2)
-    _keep(s, name, workdir, ("accuracy.json",))
-    return accuracy
+    return _record_accuracy(s, name, record)
 
 
 def run_one(s: Settings, method: str, direction: str, seed: int, classifiers: dict[str, str]
